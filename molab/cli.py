@@ -1,0 +1,214 @@
+"""The `molab` command line. Heavy libraries are imported inside the commands, so `--help`
+is instant.
+
+    molab demo                                     # the default pipeline, into runs/demo/
+    molab generate --model smollm2-135m --prompts prompts.jsonl --out answers.jsonl
+    molab models                                   # model specs and what is cached
+    molab bench generate                           # molab's generator vs model.generate
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from molab.errors import MolabError
+
+app = typer.Typer(
+    help="molab: build, measure and audit model organisms of hidden objectives.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+bench_app = typer.Typer(help="Benchmarks; results are ratios against baselines measured in the same run.")
+app.add_typer(bench_app, name="bench")
+_state = {"debug": False}
+
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="'smollm2-135m', a local model dir or a hub id.")
+]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a recipe field: --set a.b=value.")]
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False):
+    _state["debug"] = debug
+
+
+def _read_prompts(path: Path) -> tuple[list, list[dict]]:
+    """Prompts from a JSONL file. Each line holds `messages`, `text` or `prompt` (a user
+    message, with optional `system`), and optionally `prefill`; other fields pass through."""
+    from pydantic import ValidationError
+
+    from molab.files import read_jsonl
+    from molab.models.generation import Prompt
+
+    rows = read_jsonl(path)
+    if not rows:
+        raise MolabError(f"{path} holds no prompts: write one JSON object per line")
+    prompts = []
+    for n, row in enumerate(rows, 1):
+        try:
+            if "prompt" in row:
+                prompts.append(Prompt.chat(row["prompt"], row.get("system"), row.get("prefill", "")))
+            else:
+                fields = {k: row[k] for k in ("messages", "text", "prefill") if k in row}
+                prompts.append(Prompt.model_validate(fields))
+        except (ValidationError, TypeError) as e:
+            msg = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
+            raise MolabError(
+                f"{path}, line {n}: {msg} (each line needs 'prompt', 'messages' or 'text')"
+            ) from None
+    return prompts, rows
+
+
+@app.command()
+def generate(
+    prompts: Annotated[Path, typer.Option("--prompts", "-p", help="JSONL file of prompts.")],
+    model: ModelOpt = "smollm2-135m",
+    out: Annotated[
+        Path | None, typer.Option(help="Output JSONL (default: <prompts>.completions.jsonl).")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="hf, vllm or openai.")] = "hf",
+    adapter: Annotated[list[str] | None, typer.Option(help="LoRA adapter dir; repeat to stack.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 256,
+    temperature: Annotated[float, typer.Option(help="0 for greedy decoding.")] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="Top-k sampling; 0 is off.")] = 0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="hf backend: sequences decoded at once.")] = 64,
+    base_url: Annotated[str | None, typer.Option(help="openai backend: the endpoint's /v1 URL.")] = None,
+    api_key_env: Annotated[
+        str, typer.Option(help="openai backend: env var holding the key.")
+    ] = "OPENAI_API_KEY",
+):
+    """Generate one completion per prompt (JSONL in, JSONL out, in input order).
+
+    Each input line is {"prompt": "..."} (a user message; optional "system"), {"messages":
+    [{"role": ..., "content": ...}, ...]} or {"text": "..."} (raw, no chat template), with an
+    optional "prefill" that starts the answer. Output lines repeat the input fields and add
+    "completion", "num_tokens" and "finish_reason".
+    """
+    from molab.files import write_jsonl
+    from molab.models.generation import (
+        HFBackendConfig,
+        OpenAIBackendConfig,
+        SamplingConfig,
+        VLLMBackendConfig,
+        make_backend,
+    )
+    from molab.models.loading import ModelSpec
+
+    items, rows = _read_prompts(prompts)
+    sampling = SamplingConfig(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed
+    )
+    spec = ModelSpec(name=model, adapters=adapter or [])
+    if backend == "hf":
+        config: Any = HFBackendConfig(batch_size=batch_size)
+    elif backend == "vllm":
+        config = VLLMBackendConfig()
+    elif backend == "openai":
+        extra = {"base_url": base_url} if base_url else {}
+        config = OpenAIBackendConfig(model=model, api_key_env=api_key_env, **extra)
+    else:
+        raise MolabError(f"unknown backend '{backend}': use hf, vllm or openai")
+    completions = make_backend(config, spec).generate(items, sampling)
+    out = out or prompts.with_suffix(".completions.jsonl")
+    write_jsonl(
+        out,
+        (
+            {**row, "completion": c.text, "num_tokens": c.num_tokens, "finish_reason": c.finish_reason}
+            for row, c in zip(rows, completions)
+        ),
+    )
+    typer.echo(f"wrote {len(completions)} completions to {out}")
+
+
+@app.command()
+def models():
+    """List the model specs molab knows and what is converted in the cache ($MOLAB_CACHE)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from molab.models.default_model import cache_is_valid, cache_root
+    from molab.models.loading import known_specs
+
+    table = Table("spec", "what", "cached")
+    models_dir = cache_root() / "models"
+    for name, what in known_specs().items():
+        path = models_dir / name
+        state = (
+            str(path)
+            if cache_is_valid(path)
+            else ("corrupt (rebuilt on next use)" if path.exists() else "no")
+        )
+        table.add_row(name, what, state)
+    table.add_row("<directory>", "any local Hugging Face causal LM directory", "-")
+    table.add_row("<org/name>", "a Hugging Face hub id (needs the hub; offline use a directory)", "-")
+    Console().print(table)
+
+
+@app.command()
+def demo(
+    recipe: Annotated[Path | None, typer.Option(help="YAML recipe (default: built-in defaults).")] = None,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option(help="Re-run stages even when up to date.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the resolved recipe and stop.")] = False,
+):
+    """Run the demo pipeline on the default model and write its run directory."""
+    from molab.config import dump_config, load_config
+    from molab.organisms.demo import COMPLETIONS, DemoConfig, run_demo
+
+    config = load_config(DemoConfig, recipe, set_ or [])
+    if dry_run:
+        typer.echo(dump_config(config))
+        return
+    for result in run_demo(config, force=force):
+        state = "up to date, skipped" if result.skipped else "done"
+        metrics = json.dumps(result.manifest.get("metrics", {}))
+        typer.echo(f"stage {result.dir.name}: {state} -> {result.dir} {metrics}")
+        answers = result.dir / COMPLETIONS
+        if answers.exists():
+            for row in map(json.loads, answers.read_text().splitlines()[:3]):
+                typer.echo(f"\n> {row['prompt']}\n{row['completion'].strip()}")
+
+
+@bench_app.command("generate")
+def bench_generate(
+    model: ModelOpt = "smollm2-135m",
+    prompts: Annotated[int, typer.Option(help="Number of chat prompts.")] = 64,
+    max_new_tokens: Annotated[int, typer.Option(help="New tokens per prompt.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Batch size of both generators.")] = 64,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    greedy_check: Annotated[bool, typer.Option(help="Also compare greedy outputs.")] = True,
+    out: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,
+):
+    """Time plain `model.generate` (one static batch) against molab's hf backend."""
+    from molab.bench import bench_generate as run
+    from molab.files import write_json
+
+    result = run(model, prompts, max_new_tokens, batch_size, seed, greedy_check, log=typer.echo)
+    typer.echo(json.dumps(result.as_dict(), indent=2))
+    if out:
+        write_json(out, result.as_dict())
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr (tracebacks only with --debug)."""
+    try:
+        app()
+    except MolabError as e:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except (OSError, ValueError, RuntimeError) as e:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {e.__class__.__name__}: {e} (run with --debug for the traceback)", err=True)
+        sys.exit(1)

@@ -1,0 +1,194 @@
+"""Generation against any OpenAI-compatible HTTP endpoint (OpenAI, vLLM's server, ...).
+
+Why a backend of its own: judges and document generators often run on a model we do not host
+in-process, so molab talks to it over HTTP through the `openai` SDK with the same
+`generate(prompts, sampling)` contract as the local backends.
+
+How it behaves:
+- At most `config.concurrency` requests are in flight (a thread pool over one SDK client);
+  completions come back in input order.
+- Rate limits (429), timeouts (408), server errors (5xx), connection errors and timeouts are
+  retried up to `config.max_retries` times with exponential backoff and jitter (honouring a
+  numeric Retry-After). The SDK's own retries are switched off so the policy lives here.
+- HTTP 401/403 stops at once with a one-line MolabError naming the URL and the key's
+  environment variable; other failures name the URL, the status and the attempts made.
+- The key is read from `config.api_key_env` when the backend is built and handed only to
+  the SDK client; molab never logs it or writes it anywhere. A local server (127.0.0.1,
+  localhost) gets the dummy key "EMPTY" when the variable is unset.
+- `messages` prompts go to /chat/completions; a prefill is sent as a final assistant message
+  with vLLM's `continue_final_message` convention, and stripped from the reply if the
+  server echoes it. `text` prompts go to /completions with the prefill appended (that
+  endpoint does not echo the prompt, so nothing is stripped).
+- Each prompt is sent with seed `sampling.seed + index`, so its completion does not depend
+  on batching (as far as the server honours seeds).
+- `num_tokens` is `usage.completion_tokens`, or 0 when the server reports no usage (we do
+  not guess a token count from the text).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from urllib.parse import urlparse
+
+import openai
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from molab.errors import MolabError
+from molab.models.generation import (
+    Completion,
+    GenerationBackend,
+    OpenAIBackendConfig,
+    Prompt,
+    SamplingConfig,
+)
+
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+_MAX_RETRY_AFTER_S = 60.0
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class OpenAIBackend(GenerationBackend):
+    """Completions from an OpenAI-compatible endpoint; see the module docstring.
+
+    `backoff_s` is the first retry delay (doubled on each retry, capped at `max_backoff_s`,
+    with jitter); tests make it small.
+    """
+
+    def __init__(
+        self, config: OpenAIBackendConfig, *, backoff_s: float = 1.0, max_backoff_s: float = 30.0
+    ) -> None:
+        self.config = config
+        self.base_url = config.base_url.rstrip("/")
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        key = os.environ.get(config.api_key_env)
+        if not key:
+            if urlparse(self.base_url).hostname not in _LOCAL_HOSTS:
+                raise MolabError(
+                    f"no API key for {self.base_url}: set the environment variable "
+                    f"${config.api_key_env} (named by the backend's 'api_key_env')"
+                )
+            key = "EMPTY"  # local servers (e.g. vLLM) accept any key
+        self._client = openai.OpenAI(
+            api_key=key, base_url=self.base_url, timeout=config.timeout_s, max_retries=0
+        )
+
+    def generate(
+        self, prompts: Sequence[Prompt], sampling: SamplingConfig, *, progress: bool = True
+    ) -> list[Completion]:
+        if not prompts:
+            raise MolabError("no prompts to generate from")
+        results: list[Completion | None] = [None] * len(prompts)
+        abort = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="molab-openai")
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            disable=not progress,
+        )
+        try:
+            with bar:
+                task = bar.add_task(f"generating with {self.config.model}", total=len(prompts))
+                futures = {
+                    pool.submit(self._generate_one, p, sampling, i, abort): i for i, p in enumerate(prompts)
+                }
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.advance(task)
+        except BaseException:
+            abort.set()  # workers stop before their next attempt
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+        return results  # type: ignore[return-value]
+
+    def _request(self, prompt: Prompt, sampling: SamplingConfig, index: int) -> Completion:
+        """Send one request (no retries)."""
+        extra: dict = {"top_k": sampling.top_k} if sampling.top_k > 0 else {}
+        common = {
+            "model": self.config.model,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_new_tokens,
+            "stop": sampling.stop or None,
+            "seed": sampling.seed + index,
+        }
+        if prompt.messages is not None:
+            messages = [m.model_dump() for m in prompt.messages]
+            if prompt.prefill:
+                messages.append({"role": "assistant", "content": prompt.prefill})
+                extra |= {"continue_final_message": True, "add_generation_prompt": False}
+            resp = self._client.chat.completions.create(messages=messages, extra_body=extra or None, **common)
+            choice = resp.choices[0]
+            text = choice.message.content or ""
+            if prompt.prefill and text.startswith(prompt.prefill):
+                text = text[len(prompt.prefill) :]  # some servers echo the prefill
+        else:  # /completions does not echo the prompt (no echo=True), so nothing to strip
+            resp = self._client.completions.create(
+                prompt=prompt.text + prompt.prefill, extra_body=extra or None, **common
+            )
+            choice = resp.choices[0]
+            text = choice.text or ""
+        return Completion(
+            text=text,
+            num_tokens=resp.usage.completion_tokens if resp.usage else 0,
+            finish_reason="stop" if choice.finish_reason == "stop" else "length",
+        )
+
+    def _generate_one(
+        self, prompt: Prompt, sampling: SamplingConfig, index: int, abort: threading.Event
+    ) -> Completion:
+        try:
+            return self._with_retries(prompt, sampling, index, abort)
+        except BaseException:
+            abort.set()  # set before this future completes, so no queued prompt starts after it
+            raise
+
+    def _with_retries(
+        self, prompt: Prompt, sampling: SamplingConfig, index: int, abort: threading.Event
+    ) -> Completion:
+        url = self.base_url + ("/chat/completions" if prompt.messages is not None else "/completions")
+        attempts = 0
+        while True:
+            if abort.is_set():
+                raise MolabError("generation aborted")
+            attempts += 1
+            retry_after = None
+            try:
+                return self._request(prompt, sampling, index)
+            except openai.APIStatusError as e:
+                status = e.status_code
+                if status in (401, 403):
+                    raise MolabError(
+                        f"authentication failed at {self.base_url} (HTTP {status}): "
+                        f"check the key in ${self.config.api_key_env}"
+                    ) from None
+                why = f"HTTP {status}: {_one_line(e.message)}"
+                if not (status in (408, 429) or status >= 500):
+                    raise MolabError(f"request to {url} failed after {attempts} attempt(s) ({why})") from None
+                try:
+                    retry_after = float(e.response.headers.get("retry-after", ""))
+                except ValueError:
+                    pass
+            except openai.APIConnectionError as e:  # includes APITimeoutError
+                cause = _one_line(e.__cause__ or e.message, 120)
+                why = "timed out" if isinstance(e, openai.APITimeoutError) else f"connection error: {cause}"
+            except (openai.APIError, AttributeError, IndexError) as e:  # malformed reply
+                raise MolabError(f"unexpected response from {url}: {_one_line(e)}") from None
+            if attempts > self.config.max_retries:
+                raise MolabError(f"request to {url} failed after {attempts} attempt(s) ({why})")
+            delay = min(self.backoff_s * 2 ** (attempts - 1), self.max_backoff_s)
+            delay *= random.uniform(0.5, 1.0)
+            if retry_after is not None and 0 < retry_after <= _MAX_RETRY_AFTER_S:
+                delay = max(delay, retry_after)
+            abort.wait(delay)
