@@ -39,9 +39,15 @@ def prompts():
     return [Prompt.chat(q) for q in QUESTIONS]
 
 
-def test_decoder_matches_hf_forward(model, tokenizer):
+@pytest.mark.parametrize("onednn", [True, False], ids=["packed-onednn", "plain-linear"])
+def test_decoder_matches_hf_forward(model, tokenizer, onednn, monkeypatch):
     """Prefill two prompts of different lengths, decode 5 teacher-forced tokens, and compare
-    every step's logits with the HF forward over the whole sequence."""
+    every step's logits with the HF forward over the whole sequence (with the CPU's packed
+    weights, and with the plain linears GPUs use)."""
+    from molab.models.generation import llama_decode
+
+    if not onednn:
+        monkeypatch.setattr(llama_decode, "_ONEDNN", [False])
     ids = [tokenizer(q).input_ids for q in ("short", "a much longer prompt with several more tokens")]
     follow = torch.randint(0, len(tokenizer), (2, 5))
     dec = LlamaDecoder(model)

@@ -31,7 +31,8 @@ from molab.models.generation.sampling import prompt_uniforms, select_next
 
 
 class HFBackend(GenerationBackend):
-    """Generation with a transformers model already in memory."""
+    """Generation with a transformers model already in memory. On CPU the fast path packs a
+    copy of the weights when the backend is built: build a new backend after training."""
 
     def __init__(self, model, tokenizer, config: HFBackendConfig | None = None, stop_ids=None):
         self.model = model
