@@ -18,7 +18,7 @@ import pytest
 from molab.errors import MolabError
 from molab.models.generation import Prompt, SamplingConfig, VLLMBackendConfig
 from molab.models.generation.prompts import prompt_token_ids, render_prompt, stop_token_ids
-from molab.models.loading import ModelSpec, load_tokenizer
+from molab.models.loading import ModelSpec
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
@@ -27,18 +27,6 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-@pytest.fixture(scope="session")
-def default_model_dir():
-    from molab.models.default_model import ensure_default_model
-
-    return ensure_default_model(progress=False)
-
-
-@pytest.fixture(scope="session")
-def tokenizer(default_model_dir):
-    return load_tokenizer(default_model_dir)
 
 
 # --- prompt rendering -------------------------------------------------------------------
