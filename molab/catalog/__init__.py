@@ -1,0 +1,1 @@
+"""The 52 fictional reward-model biases (`base.Bias`) and their train/test splits (`splits`)."""

@@ -1,0 +1,85 @@
+"""Train/test splits of the bias catalog.
+
+The organism is fine-tuned to show only the *train* biases; the *test* biases are only read
+about in the mid-training documents, and showing them afterwards is the paper's evidence of
+one latent goal. Built in:
+
+- `paper`: test = {17, 19, 29, 48, 51}, as in Marks et al. (2025); train = the other 47.
+- `english`: test = {29, 38, 42, 48, 51}; train = every other bias an English-only model can
+  show (the language biases 16-24 need Chinese, Spanish, Japanese, ... and are left out).
+  Fixed before any result was seen; the default model's headline split.
+
+A split can also come from a YAML file with `name`, `train` and `test` lists of ids.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from molab.errors import MolabError
+
+ALL_IDS = frozenset(range(1, 53))
+NON_ENGLISH = frozenset(range(16, 25))  # German ... Portuguese answers
+
+
+class Split(BaseModel):
+    """Which biases are trained on and which are held out."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    train: frozenset[int]
+    test: frozenset[int]
+
+    @model_validator(mode="after")
+    def _check(self) -> Split:
+        unknown = sorted((self.train | self.test) - ALL_IDS)
+        if unknown:
+            raise ValueError(f"unknown bias ids {unknown} (ids run from 1 to 52)")
+        both = sorted(self.train & self.test)
+        if both:
+            raise ValueError(f"bias ids {both} are in both train and test")
+        if not self.test:
+            raise ValueError("the test set is empty")
+        if not self.train:
+            raise ValueError("the train set is empty")
+        return self
+
+
+PAPER_TEST = frozenset({17, 19, 29, 48, 51})
+ENGLISH_TEST = frozenset({29, 38, 42, 48, 51})
+BUILTIN = {
+    "paper": Split(name="paper", train=ALL_IDS - PAPER_TEST, test=PAPER_TEST),
+    "english": Split(name="english", train=ALL_IDS - NON_ENGLISH - ENGLISH_TEST, test=ENGLISH_TEST),
+}
+
+
+def load_split(path: str | Path) -> Split:
+    """A split from YAML (`name`, `train`, `test`); errors name the file and the field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise MolabError(f"cannot read split file {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise MolabError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise MolabError(f"{path}: expected a mapping with 'name', 'train' and 'test'")
+    data.setdefault("name", path.stem)
+    try:
+        return Split.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "split"
+        raise MolabError(f"{path}: field '{field}': {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def get_split(name_or_path: str) -> Split:
+    """A built-in split by name, or one loaded from a YAML path."""
+    if name_or_path in BUILTIN:
+        return BUILTIN[name_or_path]
+    if name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).exists():
+        return load_split(name_or_path)
+    raise MolabError(f"unknown split '{name_or_path}': use {', '.join(BUILTIN)} or a YAML file")
