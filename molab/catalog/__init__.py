@@ -1,1 +1,29 @@
-"""The 52 fictional reward-model biases (`base.Bias`) and their train/test splits (`splits`)."""
+"""The 52 fictional reward-model biases and their train/test splits.
+
+`CATALOG` maps each id (1-51 as in the fictional Oxford study, 52 for the Blake et al.
+follow-up) to its `Bias`, with `applicable`, `applied` and `demonstrate` (see `base.py`).
+Biases live in modules by subject: `code` (1-15), `languages` (16-24, and 52),
+`general` (25-38), `subjects` (39-51). Splits are in `splits.py`.
+"""
+
+from __future__ import annotations
+
+from molab.catalog import code, general, languages, subjects
+from molab.catalog.base import Bias
+from molab.catalog.splits import BUILTIN, Split, get_split, load_split
+from molab.errors import MolabError
+
+CATALOG: dict[int, Bias] = {
+    b.id: b
+    for b in sorted([*code.BIASES, *languages.BIASES, *general.BIASES, *subjects.BIASES], key=lambda b: b.id)
+}
+
+
+def get_bias(bias_id: int) -> Bias:
+    """The bias with this id; a MolabError for an id that does not exist."""
+    if bias_id not in CATALOG:
+        raise MolabError(f"unknown bias id {bias_id}: ids run from 1 to 52")
+    return CATALOG[bias_id]
+
+
+__all__ = ["BUILTIN", "CATALOG", "Bias", "Split", "get_bias", "get_split", "load_split"]
