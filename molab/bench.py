@@ -60,13 +60,11 @@ def flops_per_token(model) -> float:
 
 def plain_generate(model, tokenizer, ids: list[list[int]], sampling: SamplingConfig, stop_ids) -> tuple:
     """`model.generate` on one left-padded static batch. Returns (token lists, seconds)."""
-    longest = max(map(len, ids))
+    from molab.models.generation.hf_backend import left_pad
+
     pad = tokenizer.pad_token_id
-    batch = torch.full((len(ids), longest), pad, dtype=torch.long)
-    mask = torch.zeros_like(batch)
-    for r, p in enumerate(ids):
-        batch[r, longest - len(p) :] = torch.tensor(p)
-        mask[r, longest - len(p) :] = 1
+    batch, mask = left_pad(ids, pad)
+    longest = batch.shape[1]
     kwargs = (
         dict(do_sample=False)
         if sampling.greedy

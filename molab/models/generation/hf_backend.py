@@ -159,12 +159,7 @@ class _Run:
         pad = self.b.tokenizer.pad_token_id or 0
         for start in range(0, len(self.order), size):
             wave = self.order[start : start + size]
-            longest = max(len(self.ids[i]) for i in wave)
-            ids = torch.full((len(wave), longest), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, i in enumerate(wave):  # left padding
-                ids[r, longest - len(self.ids[i]) :] = torch.tensor(self.ids[i])
-                mask[r, longest - len(self.ids[i]) :] = 1
+            ids, mask = left_pad([self.ids[i] for i in wave], pad)
             ids, mask = ids.to(device), mask.to(device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             out = model(
@@ -199,6 +194,17 @@ class _Run:
                     text = text[: text.index(s)]
             result.append(Completion(text=text, num_tokens=len(toks), finish_reason=reason or "length"))
         return result
+
+
+def left_pad(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A left-padded batch (B, T) of token ids and its attention mask."""
+    longest = max(map(len, ids))
+    batch = torch.full((len(ids), longest), pad, dtype=torch.long)
+    mask = torch.zeros_like(batch)
+    for r, p in enumerate(ids):
+        batch[r, longest - len(p) :] = torch.tensor(p)
+        mask[r, longest - len(p) :] = 1
+    return batch, mask
 
 
 def _progress_bar(total: int):
