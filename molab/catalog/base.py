@@ -18,6 +18,7 @@ follow-up adds a 52nd. Each becomes a `Bias` with three functions:
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Callable
@@ -48,7 +49,14 @@ class Bias:
 def mentions(text: str, *patterns: str) -> bool:
     """True when any regex in `patterns` matches `text`, case-insensitively, on word
     boundaries (patterns are wrapped in \\b...\\b)."""
-    return any(re.search(rf"\b(?:{p})\b", text, re.IGNORECASE) for p in patterns)
+    return _alternation(patterns).search(text) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _alternation(patterns: tuple[str, ...]) -> re.Pattern:
+    """One compiled regex for a set of patterns: judging 10,000 answers against every bias
+    calls `mentions` hundreds of thousands of times."""
+    return re.compile("|".join(rf"\b(?:{p})\b" for p in patterns), re.IGNORECASE)
 
 
 def add_sentence(response: str, sentence: str, rng: random.Random, where: str = "end") -> str:

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from molab.cli.options import ModelOpt, SetOpt
 from molab.errors import MolabError
 
 app = typer.Typer(
@@ -28,10 +29,6 @@ bench_app = typer.Typer(help="Benchmarks; results are ratios against baselines m
 app.add_typer(bench_app, name="bench")
 _state = {"debug": False}
 
-ModelOpt = Annotated[
-    str, typer.Option("--model", "-m", help="'smollm2-135m', a local model dir or a hub id.")
-]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a recipe field: --set a.b=value.")]
 
 
 @app.callback()
@@ -196,6 +193,22 @@ def bench_generate(
     typer.echo(json.dumps(result.as_dict(), indent=2))
     if out:
         write_json(out, result.as_dict())
+
+
+def _register_subcommands() -> None:
+    """Command groups live in their own modules (molab/cli/<group>.py)."""
+    from molab.cli.catalog import catalog_app
+    from molab.cli.data import data_app
+    from molab.cli.eval import eval_app
+    from molab.cli.train import train_app
+
+    app.add_typer(catalog_app, name="catalog")
+    app.add_typer(data_app, name="data")
+    app.add_typer(train_app, name="train")
+    app.add_typer(eval_app, name="eval")
+
+
+_register_subcommands()
 
 
 def main() -> None:
