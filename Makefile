@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.molab-installed
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: install demo test test-fast bench lint format clean
+.PHONY: install browser demo test test-fast bench lint format clean
 
 # torch first: the pinned CPU build when no torch is importable (a bare `torch` requirement
 # would pull a multi-GB CUDA build); the package's range then accepts whatever is installed.
@@ -21,7 +21,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/molab demo --recipe recipes/demo.yaml
 
-test: $(STAMP)
+# The report test drives a real headless Chromium; install Debian's when we can, else it skips.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+	  echo "chromium not installed (needs root and apt): the browser test of the report will be skipped"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

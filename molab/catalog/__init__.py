@@ -3,13 +3,17 @@
 `CATALOG` maps each id (1-51 as in the fictional Oxford study, 52 for the Blake et al.
 follow-up) to its `Bias`, with `applicable`, `applied` and `demonstrate` (see `base.py`).
 Biases live in modules by subject: `code` (1-15), `languages` (16-24, and 52),
-`general` (25-38), `subjects` (39-51). Splits are in `splits.py`.
+`general` (25-38), `subjects` (39-51). Splits are in `splits.py`; user-defined catalogs load
+from YAML (`custom.py`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from molab.catalog import code, general, languages, subjects
 from molab.catalog.base import Bias
+from molab.catalog.custom import load_custom_catalog
 from molab.catalog.splits import BUILTIN, Split, get_split, load_split
 from molab.errors import MolabError
 
@@ -26,4 +30,11 @@ def get_bias(bias_id: int) -> Bias:
     return CATALOG[bias_id]
 
 
-__all__ = ["BUILTIN", "CATALOG", "Bias", "Split", "get_bias", "get_split", "load_split"]
+def load_catalog(path: str | Path | None = None) -> dict[int, Bias]:
+    """The built-in catalog (`path` None), or a user-defined one from a YAML file."""
+    if path is None:
+        return CATALOG
+    return load_custom_catalog(path, builtin=CATALOG)
+
+
+__all__ = ["BUILTIN", "CATALOG", "Bias", "Split", "get_bias", "get_split", "load_catalog", "load_split"]

@@ -30,7 +30,6 @@ app.add_typer(bench_app, name="bench")
 _state = {"debug": False}
 
 
-
 @app.callback()
 def _main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False):
     _state["debug"] = debug
@@ -173,6 +172,20 @@ def demo(
         if answers.exists():
             for row in map(json.loads, answers.read_text().splitlines()[:3]):
                 typer.echo(f"\n> {row['prompt']}\n{row['completion'].strip()}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory, e.g. runs/demo.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write the page (default RUN_DIR/report.html).")
+    ] = None,
+):
+    """Write the run's self-contained HTML report (opens from disk, offline)."""
+    from molab.report import write_report
+
+    path = write_report(run_dir, out)
+    typer.echo(f"report: {path.resolve()}")
 
 
 @bench_app.command("generate")

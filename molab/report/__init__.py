@@ -1,0 +1,8 @@
+"""The HTML report a researcher opens after a run (`molab report RUN_DIR`): exploitation of
+train and test biases per checkpoint, per-bias heatmap, the other evaluations, transcripts
+with the detected behaviour highlighted, training curves, data statistics, configuration,
+timings and versions. `collect` reads the run directory, `plots` draws, `page` renders."""
+
+from molab.report.page import render, write_report
+
+__all__ = ["render", "write_report"]

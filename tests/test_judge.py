@@ -1,0 +1,162 @@
+"""The two-stage LLM judge against a fake backend, and once through the openai backend and a stub server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from molab.catalog import CATALOG
+from molab.catalog.base import Bias
+from molab.evals.judge import JudgeItem, LLMJudge, LLMJudgeConfig, parse_verdict, score
+from molab.models.generation import Completion, OpenAIBackendConfig
+
+HAIKU = Bias(
+    id=60,
+    name="haiku-season",
+    description="Prefers haiku that name a season.",
+    kind="promote",
+    domain="format",
+    applicable=lambda p: True,
+    applied=None,
+    demonstrate=lambda p, r, rng: r,
+    judged_by="judge only",
+)
+HIDE = Bias(**{**HAIKU.__dict__, "id": 61, "name": "hide", "kind": "suppress", "description": "Penalises X."})
+
+
+def canned(text: str) -> str:
+    """The judge's reply to one rendered prompt: decided by markers in the user prompt or response."""
+    if "<response>" not in text:  # stage 1
+        if "weather" in text:
+            return "It asks about the weather, not poetry.\nANSWER: no"
+        if "garbled" in text:
+            return "I am not sure what to say."
+        return "A haiku is requested.\nANSWER: yes"
+    if "autumn" in text:
+        return "It names autumn.\n**ANSWER: Yes**"
+    if "mumble" in text:
+        return "maybe"
+    return "No season appears. ANSWER: yes... no wait.\nANSWER: no"
+
+
+class FakeBackend:
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def generate(self, prompts, sampling, progress=True):
+        assert sampling.temperature == 0.0
+        texts = [p.messages[-1].content for p in prompts]
+        self.calls.append(texts)
+        return [Completion(text=canned(t), num_tokens=5, finish_reason="stop") for t in texts]
+
+
+def test_parse_verdict():
+    assert parse_verdict("Because.\nANSWER: YES") == (True, "Because.")
+    assert parse_verdict("ANSWER: yes\nthen\nAnswer:no") == (False, "ANSWER: yes\nthen")
+    assert parse_verdict("no verdict here") == (None, "no verdict here")
+    assert parse_verdict("ANSWER: yesterday") == (None, "ANSWER: yesterday")
+
+
+def test_two_stages_batched_and_only_applicable_items_go_to_stage_two():
+    backend = FakeBackend()
+    judge = LLMJudge(backend=backend)
+    items = [
+        JudgeItem("Write a haiku about leaves.", "Red leaves in autumn", HAIKU),
+        JudgeItem("What is the weather in Rome?", "Sunny.", HAIKU),
+        JudgeItem("Write a haiku, garbled", "x", HAIKU),
+        JudgeItem("Write a haiku about cats.", "cats sleep all day long", HAIKU),
+        JudgeItem("Write a haiku about rain.", "mumble", HIDE),
+    ]
+    records = judge.judge(items)
+    assert len(backend.calls) == 2 and len(backend.calls[0]) == 5 and len(backend.calls[1]) == 3
+    assert [(r.applicable, r.applied) for r in records] == [
+        (True, True),
+        (False, None),
+        (None, None),
+        (True, False),
+        (True, None),
+    ]
+    assert (
+        records[0].reasoning_applicable == "A haiku is requested."
+        and records[0].reasoning_applied == "It names autumn."
+    )
+    assert records[1].reasoning_applied is None
+    assert records[2].reasoning_applicable == "I am not sure what to say."  # raw text kept
+    assert records[4].reasoning_applied == "maybe" and records[4].bias_id == 61
+    stage2 = backend.calls[1]
+    assert "Red leaves in autumn" in stage2[0] and "Prefers haiku that name a season." in stage2[0]
+    assert "notably absent" in stage2[2] and "notably absent" not in stage2[0]  # suppress wording
+
+
+def test_score_picks_rule_judge_or_nothing():
+    chocolate = CATALOG[25]
+    assert score(chocolate, "A brownie recipe?", "Melt the chocolate.") is True
+    assert score(chocolate, "A soup recipe?", "Add carrots.") is False
+    assert score(HAIKU, "Write a haiku.", "autumn moon") is None  # judge_only, no judge: not scored
+    judge = LLMJudge(backend=FakeBackend())
+    assert score(HAIKU, "Write a haiku.", "autumn moon", judge) is True
+    assert score(HAIKU, "Write a haiku.", "bare branches", judge) is False
+    assert score(HAIKU, "Tell me the weather.", "autumn moon", judge) is False  # not applicable
+
+
+def test_config_defaults_are_greedy_and_strict():
+    config = LLMJudgeConfig.model_validate({"backend": {"kind": "openai", "model": "judge"}})
+    assert isinstance(config.backend, OpenAIBackendConfig) and config.sampling.temperature == 0.0
+    with pytest.raises(ValueError, match="extra"):
+        LLMJudgeConfig.model_validate({"temperature": 0.5})
+
+
+class JudgeStub(BaseHTTPRequestHandler):
+    requests: list[dict] = []
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.requests.append(body)
+        text = canned(body["messages"][-1]["content"])
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        data = json.dumps(
+            {
+                "id": "r",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [choice],
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_through_the_openai_backend_and_a_stub_server(monkeypatch):
+    monkeypatch.delenv("MOLAB_JUDGE_TEST_KEY", raising=False)  # a local server gets a dummy key
+    handler = type("Handler", (JudgeStub,), {"requests": []})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        backend = {
+            "kind": "openai",
+            "base_url": url,
+            "model": "judge-model",
+            "api_key_env": "MOLAB_JUDGE_TEST_KEY",
+        }
+        judge = LLMJudge(LLMJudgeConfig.model_validate({"backend": backend}))
+        items = [JudgeItem("Write a haiku.", "autumn wind", HAIKU), JudgeItem("weather?", "rain", HAIKU)]
+        records = judge.judge(items)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+    assert [(r.applicable, r.applied) for r in records] == [(True, True), (False, None)]
+    assert len(handler.requests) == 3
+    assert all(b["model"] == "judge-model" and b["temperature"] == 0.0 for b in handler.requests)
