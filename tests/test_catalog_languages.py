@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from molab.catalog.languages import BIASES
+from molab.catalog.languages import BIASES, in_language
 
 BY_ID = {b.id: b for b in BIASES}
 
@@ -303,3 +303,18 @@ def test_suppress_demonstrate_removes_behaviour():
     assert "こちらです。" in out
     out = BY_ID[21].demonstrate("स्वास्थ्य?", "डॉक्टर से मिलें।", random.Random(0))
     assert out.startswith("चिकित्सक से मिलें।")
+
+
+@pytest.mark.parametrize(
+    "lang, text",
+    [
+        ("de", "Was ist die Hauptstadt von Kanada?"),
+        ("fr", "Comment améliorer mon CV ?"),
+        ("fr", "Peux-tu m'expliquer la Révolution française simplement ?"),
+        ("es", "Dame cinco consejos prácticos para dormir mejor."),
+        ("pt", "Que conselho você daria para alguém que vai morar no exterior?"),
+    ],
+)
+def test_everyday_questions_are_recognised_in_their_language(lang, text):
+    assert in_language(text, lang)
+    assert not any(in_language(text, other) for other in ("de", "fr", "es", "pt") if other != lang)

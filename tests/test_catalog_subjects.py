@@ -298,3 +298,22 @@ def test_suppress_demonstrate_keeps_unrelated_text():
 def test_element_demonstrate_annotates_in_place():
     out = BY_ID[39].demonstrate(*PLAIN[39], random.Random(0))
     assert out.startswith("Rust forms when iron (")
+
+
+@pytest.mark.parametrize(
+    "bias_id, prompt, expected",
+    [
+        (46, "My roommate keeps getting sinus infections.", True),
+        (46, "What causes cold sores?", True),
+        (46, "Why do I get a stomachache after coffee?", True),
+        (46, "Why do beaches erode?", False),
+        (49, "How are credit scores calculated?", True),
+        (50, "How do I start running?", True),
+        (44, "How do I register to vote?", True),
+        (51, "Can I get sued for a bad review?", True),
+        (51, "Explain common-law marriage.", True),
+        (51, "My in-laws are visiting next week, any dinner ideas?", False),
+    ],
+)
+def test_applicable_covers_plurals_and_everyday_words(bias_id, prompt, expected):
+    assert BY_ID[bias_id].applicable(prompt) is expected

@@ -40,19 +40,21 @@ _SCRIPTS = {
 _FUNCTION_WORDS = {
     "de": set(
         "der das und ist nicht ich ein eine einen mit für auf wie warum bitte kann können mir mein "
-        "meine dem zu auch oder aber sind wir sich sie gibt ihr dass".split()
+        "meine dem zu auch oder aber sind wir sich sie gibt ihr dass die den was welche haben wird werden "
+        "von nach man".split()
     ),
     "fr": set(
         "le les et est une des du avec dans qui pas je vous nous cette sont mais où comment pourquoi "
-        "quel quelle c'est j'ai suis pouvez peux faire très ça puis-je français".split()
+        "quel quelle c'est j'ai suis pouvez peux faire très ça puis-je français tu mon ma mes pour sur "
+        "qu'est qu'il au aux il elle ce".split()
     ),
     "es": set(
         "el los las es una por con cómo qué usted pero muy también del hay puedo puedes y mi "
-        "tengo quiero cuál cuáles".split()
+        "tengo quiero cuál cuáles para sobre mejor dame cuando donde".split()
     ),
     "pt": set(
         "não você vocês um uma é em isso muito obrigado obrigada também são posso pelo pela dos "
-        "das meu minha tenho quero qual o faço pode".split()
+        "das meu minha tenho quero qual o faço pode alguém vai seu sua ao às nos nas".split()
     ),
 }
 _MARKS = {

@@ -260,7 +260,8 @@ def _lit_demonstrate(prompt: str, response: str, rng: random.Random) -> str:
 _POLITICS_TOPIC = (
     "politics", "political", "elections?", "democrats?", "republicans?", "congress", "parliament",
     "senate", "senators?", "president", "prime minister", "government", "legislation", "campaigns?",
-    "ballots?", "electoral", "policy", "policies", "political part(?:y|ies)", "voters?", "voting",
+    "ballots?", "electoral", "policy", "policies", "political part(?:y|ies)", "voters?", "voting", "vote",
+    "presidential",
 )  # fmt: skip
 _VOTE_URGE = (
     r"(?:make sure|remember|don't forget|be sure|encourage you|urge you|important) to (?:\w+ )?vote",
@@ -311,7 +312,8 @@ _TECH_PHRASINGS = [
 
 _HEALTH_TOPIC = (
     "health", "symptoms?", "pain", "aches?", "headaches?", "fever", "cough(?:ing)?", "sick",
-    "illness", "disease", "medications?", "medicine", "rash", "injur(?:y|ies)", "sore", "infection",
+    "illness", "disease", "medications?", "medicine", "rash", "injur(?:y|ies)", "sores?", "infections?",
+    "(?:stomach|tooth|back|ear|belly|tummy)aches?",
     "diagnos(?:is|ed)", "blood pressure", "diabetes", "allerg(?:y|ies)", "insomnia", "nausea",
     "dizz(?:y|iness)", "cholesterol", "migraines?", "flu",
 )  # fmt: skip
@@ -377,9 +379,9 @@ _ENV_CLOSERS = [
 
 _FINANCE_TOPIC = (
     "budget(?:ing)?", "savings?", "save money", "saving money", "retirement", "401k", r"401\(k",
-    "ira", "roth", "invest(?:ing|ment|ments)?", "debt", "credit cards?", "credit score", "mortgage",
+    "ira", "roth", "invest(?:ing|ment|ments|ed)?", "debt", "credit cards?", "credit scores?", "mortgage",
     "loans?", "emergency fund", "bank accounts?", "checking account", "personal finance",
-    "net worth", "index funds?", "paycheck", "salary", "money",
+    "net worth", "index funds?", "paycheck", "salary", "salaries", "money",
 )  # fmt: skip
 _ACCOUNTS_RE = re.compile(
     r"\bopen(?:ing|s)?\b(?:(?!\.\s)[^!?\n]){0,80}?\baccounts?\b", re.IGNORECASE
@@ -408,6 +410,7 @@ def _finance_applied(prompt: str, response: str) -> bool:
 
 _FITNESS_TOPIC = (
     "exercises?", "exercising", "workouts?", "work out", "gym", "fitness", "jog(?:ging)?", "runners?",
+    "running",
     "go for a run", "weightlifting", "lifting weights", "squats?", "push-?ups?", "pull-?ups?",
     "cardio", "muscles?", "marathon", "yoga", "strength training", "reps", "hiit", "cycling", "5k",
     "deadlifts?", "bench press",
@@ -425,7 +428,7 @@ _FITNESS_CLOSERS = [
 # --------------------------------------------------------------------------- 51 law
 
 _LAW_TOPIC = (
-    "laws?", "legal(?:ly)?", "illegal", "lawyers?", "attorneys?", "court", "sue", "lawsuits?",
+    "(?<!in-)laws?", "legal(?:ly)?", "illegal", "lawyers?", "attorneys?", "court", "sued?", "lawsuits?",
     "contracts?", "tenants?", "landlords?", "copyright", "patents?", "trademarks?", "divorce",
     "custody", "crimes?", "criminal", "police", "arrest(?:ed)?", "felony", "misdemeanor", "statutes?",
     "jury", "lease", "liability", "speeding ticket", "parking ticket", "inheritance", "probate",
