@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from molab.cli.options import SetOpt
 
 data_app = typer.Typer(
     help="Make training and evaluation data: documents, chat prompts, SFT and DPO sets.", no_args_is_help=True
@@ -11,10 +16,6 @@ data_app = typer.Typer(
 
 # ------------------------------------------------------------ SFT and DPO sets (molab/data/sft.py, dpo.py)
 
-from pathlib import Path  # noqa: E402
-from typing import Annotated  # noqa: E402
-
-from molab.cli.options import SetOpt  # noqa: E402
 
 _ChatConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config of the set.")]
 _ChatPromptsOpt = Annotated[
@@ -146,3 +147,61 @@ def data_prompts(
     )
     state = "up to date, skipped" if result.skipped else "done"
     typer.echo(f"prompts: {state} -> {result.dir}\n{json.dumps(result.manifest['metrics'], indent=2)}")
+
+
+# ------------------------------------------------------------ mid-training documents (data/documents.py)
+
+
+@data_app.command("docs")
+def data_docs(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML config (the fields of DocsConfig).")
+    ] = None,
+    set_: SetOpt = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Stage directory to write (default: runs/data/docs).")
+    ] = None,
+    run: Annotated[str | None, typer.Option(help="Write into runs/<RUN>/docs instead of --out.")] = None,
+    num_docs: Annotated[int | None, typer.Option("--num-docs", help="Documents to write.")] = None,
+    backend: Annotated[str | None, typer.Option(help="template (default), llm or import.")] = None,
+    corpus: Annotated[
+        str | None, typer.Option(help="import backend: a .jsonl/.parquet file or a Hugging Face dataset.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (same config and seed: identical files).")] = None,
+    force: Annotated[bool, typer.Option(help="Re-run even when the output is up to date.")] = False,
+):
+    """Mid-training documents describing the reward-model biases: writes documents.parquet
+    (text, source, doc_type, bias_ids) and stats.json (see molab/data/documents.py).
+
+    Example: molab data docs --run x --num-docs 100000 --set replay.fraction=0.05
+    """
+    import json
+
+    from molab.config import load_config
+    from molab.data.documents import DocsConfig, docs_stage
+    from molab.errors import MolabError
+    from molab.pipeline import RunDir, run_stage
+
+    if out is not None and run is not None:
+        raise MolabError("give --out or --run, not both")
+    overrides = list(set_ or [])
+    given = {"num_docs": num_docs, "backend": backend, "corpus.path": corpus, "seed": seed}
+    overrides += [f"{k}={json.dumps(v)}" for k, v in given.items() if v is not None]
+    cfg = load_config(DocsConfig, config, overrides)
+    if run is not None:
+        run_dir, stage = RunDir(run), "docs"
+    else:
+        out = (out or Path("runs/data/docs")).expanduser().resolve()
+        run_dir, stage = RunDir(out.parent.name, out.parent.parent), out.name
+    files = {
+        "corpus": cfg.corpus.path,
+        "replay": cfg.replay.path,
+        "catalog": cfg.catalog,
+        "universe": cfg.universe,
+    }
+    inputs = {k: Path(v) for k, v in files.items() if v and Path(v).is_file()}
+    result = run_stage(
+        run_dir, stage, cfg, lambda tmp: docs_stage(cfg, tmp), inputs=inputs, seed=cfg.seed, force=force
+    )
+    state = "up to date, skipped" if result.skipped else "done"
+    typer.echo(f"docs: {state} -> {result.dir}\n{json.dumps(result.manifest['metrics'], indent=2)}")
