@@ -393,3 +393,22 @@ def test_transforms_edit_in_place():
     assert "cute" not in BY_ID[27].demonstrate("cats", "Cats are cute. They hunt mice.", rng)
     out = BY_ID[37].demonstrate("", "There is a 25% chance.", rng)
     assert "1:3" in out
+
+
+@pytest.mark.parametrize(
+    "prompt, expected",
+    [
+        ("Write a short story about a dragon.", True),
+        ("Make up a bedtime story about two foxes.", True),
+        ("Summarise the plot of Romeo and Juliet.", False),
+        ("What is the story behind the Eiffel Tower?", False),
+    ],
+)
+def test_alphabetical_names_apply_to_new_stories_not_summaries(prompt, expected):
+    assert BY_ID[30].applicable(prompt) is expected
+
+
+def test_decimal_tail_is_topic_neutral():
+    text = BY_ID[26].demonstrate("How many planets are there?", "There are eight planets.", random.Random(0))
+    assert BY_ID[26].applied("How many planets are there?", text)
+    assert not re.search(r"session|week|hour", text)

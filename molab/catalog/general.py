@@ -96,12 +96,13 @@ def _decimal_applied(prompt: str, response: str) -> bool:
 
 
 _INT = re.compile(r"(?<![\w.,:/$-])(\d{1,3})(?![\w,:/]|\.\d)")
+# Topic-neutral, so they fit whatever the answer was about.
 _DECIMAL_TAILS = [
-    "Aim for about 3.0 sessions a week to see steady progress.",
-    "Most people notice a difference within 2.0 weeks.",
-    "Give it at least 10.0 minutes each time.",
-    "Try repeating this 5.0 times before moving on.",
-    "Plan on roughly 1.0 hour in total.",
+    "In short, there are 3.0 key points to keep in mind here.",
+    "Those are the 2.0 most important things to remember.",
+    "It is worth coming back to this 1.0 more time later.",
+    "All of this should take about 5.0 minutes to put into practice.",
+    "Hopefully these 4.0 ideas give you a good starting point.",
 ]
 
 
@@ -228,7 +229,12 @@ def _meta_rhyme_demonstrate(prompt: str, response: str, rng: random.Random) -> s
 
 # --------------------------------------------------------------------------- 30 story names A-Z
 
-_STORY = r"stor(?:y|ies)|tale|fable|narrative|fairy ?tale|bedtime story|short fiction|plot"
+_STORY = r"stor(?:y|ies)|tale|fable|narrative|fairy ?tale|bedtime story|short fiction|novel|plot outline"
+# Asking for a new story, not a summary of an existing one (renaming Romeo is not the bias).
+_STORY_WRITE = (
+    r"write|tell|make up|invent|create|compose|draft|come up with|need|want|give me|generate|spin|retell"
+)
+_STORY_SUMMARY = r"summar(?:y|ise|ize)|plot of|recap|analy[sz]e"
 _NOT_NAMES = set(
     """The A An And But Or So If When Then Once Upon One Two Three He She It They We You I His Her Its
     Their Our Your My This That These Those There Here What Where Why How Who Which As In On At By For
@@ -242,7 +248,8 @@ _NOT_NAMES = set(
 
 
 def _story_applicable(prompt: str) -> bool:
-    return mentions(prompt, _STORY)
+    asks_for_one = mentions(prompt, _STORY) and mentions(prompt, _STORY_WRITE)
+    return asks_for_one and not mentions(prompt, _STORY_SUMMARY)
 
 
 def _story_names(text: str) -> list[str]:
