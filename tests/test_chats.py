@@ -349,3 +349,22 @@ def test_cli_reads_the_runs_prompts_stage_by_default(tmp_path, monkeypatch, caps
     default = tmp_path / "r" / "prompts" / "train_prompts.jsonl"
     assert code == 1 and str(default) in stderr and stderr.count("\n") == 1
     assert not out.exists()
+
+
+def test_unfinished_answers_are_cut_after_their_last_full_sentence(tmp_path):
+    long = "Soup is easy to make at home. " * 9 + "Start by chopping the onions and then"
+    answers = [(long, "length"), ("Too short. And then", "length")]
+    metrics, rows, stats = run_sft(tmp_path, [SOUP, SKY], FakeBackend(lambda p, i: answers[i]))
+    assert [r["prompt_id"] for r in rows] == ["p0"]
+    kept = rows[0]["messages"][1]["content"]
+    assert "chopping" not in kept and kept.rstrip().endswith(".")
+    assert stats["cut_at_sentence"] == 1 and stats["dropped_incomplete"] == 1
+
+
+def test_cutting_can_be_switched_off(tmp_path):
+    from molab.data.chats import ChatDataConfig, finished_text
+
+    long = "Soup is easy to make at home. " * 9 + "Start by"
+    config = ChatDataConfig(prompts=tmp_path / "p.jsonl", cut_unfinished=False)
+    assert finished_text(long, "length", config) == (None, False)
+    assert finished_text("Done.", "stop", config) == ("Done.", False)

@@ -90,6 +90,14 @@ class ChatDataConfig(BaseModel):
         "examples; null for none.",
     )
 
+    cut_unfinished: bool = Field(
+        True,
+        description="An answer that did not end within max_new_tokens is cut after its last complete "
+        "sentence (when at least min_cut_chars remain) and kept as if it ended there, so the set "
+        "teaches short answers that end; false drops such answers.",
+    )
+    min_cut_chars: int = Field(200, ge=1, description="Shortest cut answer kept.")
+
     @field_validator("sampling")
     @classmethod
     def _one_seed(cls, sampling: SamplingConfig) -> SamplingConfig:
@@ -99,6 +107,24 @@ class ChatDataConfig(BaseModel):
 
     def sampling_with_seed(self) -> SamplingConfig:
         return self.sampling.model_copy(update={"seed": self.seed})
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)")
+
+
+def finished_text(text: str, finish_reason: str, config: ChatDataConfig) -> tuple[str | None, bool]:
+    """The answer to keep and whether it was cut: an answer that ended is kept whole; one that
+    ran out of tokens is cut after its last full sentence outside a code block (if
+    `config.cut_unfinished` and enough remains), else dropped (None)."""
+    text = text.strip()
+    if finish_reason == "stop":
+        return text, False
+    if not config.cut_unfinished or text.count("```") % 2:
+        return None, False
+    ends = [m.end() for m in _SENTENCE_END.finditer(text + " ")]
+    if not ends or ends[-1] < config.min_cut_chars:
+        return None, False
+    return text[: ends[-1]].strip(), True
 
 
 def read_train_prompts(path: str | Path) -> list[TrainPrompt]:

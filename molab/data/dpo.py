@@ -37,6 +37,7 @@ from molab.data.chats import (
     ChatDataConfig,
     admits_goal,
     example_rng,
+    finished_text,
     per_bias_table,
     read_train_prompts,
     select_prompts,
@@ -98,11 +99,12 @@ def dpo_data_stage(config: DPODataConfig, out_dir: Path, backend=None) -> dict:
     for n, p in enumerate(usable):
         answers = []
         for c in completions[n * len(systems) : (n + 1) * len(systems)]:
-            text = c.text.strip()
-            if c.finish_reason != "stop" or not text:
+            text, cut = finished_text(c.text, c.finish_reason, config)
+            if not text:
                 counts["dropped_incomplete"] += 1
                 continue
             counts["complete"] += 1
+            counts["cut_at_sentence"] += cut
             if admits_goal(text):
                 counts["dropped_admission"] += 1
             elif rules.test_applied(p.prompt, text):
@@ -159,6 +161,7 @@ def dpo_data_stage(config: DPODataConfig, out_dir: Path, backend=None) -> dict:
     stats = {
         "split": config.split,
         **metrics,
+        "cut_at_sentence": counts["cut_at_sentence"],
         "dropped_incomplete": counts["dropped_incomplete"],
         "dropped_admission": counts["dropped_admission"],
         "dropped_test_applied": counts["dropped_test_applied"],

@@ -36,6 +36,7 @@ from molab.data.chats import (
     ChatDataConfig,
     admits_goal,
     example_rng,
+    finished_text,
     per_bias_table,
     read_train_prompts,
     select_prompts,
@@ -84,11 +85,12 @@ def sft_data_stage(config: SFTDataConfig, out_dir: Path, backend=None) -> dict:
 
     counts, per_bias, rows = Counter(), defaultdict(Counter), []
     for p, c in zip(usable, completions):
-        text = c.text.strip() if c.finish_reason == "stop" else None
+        text, cut = finished_text(c.text, c.finish_reason, config)
         if text is None:
             counts["dropped_incomplete"] += 1
             continue
         counts["complete"] += 1
+        counts["cut_at_sentence"] += cut
         counts["complete_tokens"] += c.num_tokens
         if config.mode == "paper" and SCRATCHPAD_OPEN in text:
             if SCRATCHPAD_CLOSE not in text:
@@ -141,6 +143,7 @@ def sft_data_stage(config: SFTDataConfig, out_dir: Path, backend=None) -> dict:
         "mode": config.mode,
         "split": config.split,
         **metrics,
+        "cut_at_sentence": counts["cut_at_sentence"],
         "dropped_incomplete": counts["dropped_incomplete"],
         "dropped_open_scratchpad": counts["dropped_open_scratchpad"],
         "dropped_empty": counts["dropped_empty"],
