@@ -36,6 +36,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/molab bench generate --out docs/bench-generate.json
+	$(BIN)/molab bench docs --out docs/bench-docs.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check molab tests

@@ -224,6 +224,22 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
+@bench_app.command("docs")
+def bench_docs(
+    num_docs: Annotated[int, typer.Option(help="Template documents to generate.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Generation seed.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,
+):
+    """Time the template documents stage (target: 100,000 documents within 2 minutes)."""
+    from molab.data.bench_docs import bench_docs as run
+    from molab.files import write_json
+
+    result = run(num_docs, seed)
+    typer.echo(json.dumps(result, indent=2))
+    if out:
+        write_json(out, result)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr (tracebacks only with --debug)."""
     try:
