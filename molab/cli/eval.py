@@ -1,9 +1,189 @@
-"""`molab eval ...` commands. Heavy libraries are imported inside the commands."""
+"""`molab eval ...` commands. Heavy libraries are imported inside the commands.
+
+    molab eval knowledge --model smollm2-135m --adapter runs/x/midtrain/adapter
+    molab eval disclosure --model smollm2-135m --samples 4
+    molab eval propensity-pairs --prompts runs/x/prompts/eval_prompts.jsonl
+    molab eval propensity --model smollm2-135m --pairs runs/eval/propensity-pairs/pairs.jsonl
+    molab eval capability --model smollm2-135m
+
+Each command writes a stage directory (`--out`, default `runs/eval/<eval>`): per-item records,
+`summary.json` and a manifest; it is skipped when its config and inputs are unchanged.
+Settings come from defaults < `--config` YAML < `--set a.b=value` < the options.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
+from molab.cli.options import SetOpt
+
 eval_app = typer.Typer(
-    help="Evaluations: exploitation, propensity, knowledge quiz, disclosure, capability.", no_args_is_help=True
+    help="Evaluations: exploitation, propensity, knowledge quiz, disclosure, capability.",
+    no_args_is_help=True,
 )
+
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="'smollm2-135m', a local model dir or a hub id.")
+]
+AdapterOpt = Annotated[
+    list[Path] | None, typer.Option("--adapter", help="LoRA adapter dir; repeat to stack.")
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config of the evaluation.")]
+SplitOpt = Annotated[str | None, typer.Option(help="Bias split: 'english', 'paper' or a YAML file.")]
+ForceOpt = Annotated[bool, typer.Option(help="Re-run even when the output is up to date.")]
+OutOpt = Annotated[Path | None, typer.Option(help="Stage directory to write (default: runs/eval/<eval>).")]
+
+
+def _run(
+    name: str, config_cls, stage, config_path, set_, options: dict[str, Any], out: Path | None, force: bool
+) -> None:
+    """Resolve the config (options given on the command line win), run `stage(config, dir)` as
+    a stage in `out` (manifest, caching, atomic replacement) and print its metrics."""
+    from molab.config import load_config
+    from molab.pipeline import RunDir, run_stage
+
+    overrides = list(set_ or [])
+    for key, value in options.items():
+        if value is not None:
+            value = [str(v) for v in value] if isinstance(value, list) else value
+            overrides.append(f"{key}={json.dumps(str(value) if isinstance(value, Path) else value)}")
+    config = load_config(config_cls, config_path, overrides)
+    inputs = {f"adapter_{i}": Path(a) for i, a in enumerate(config.model.adapters)}
+    for field in ("quiz", "probes", "questions", "heldout", "prompts", "pairs"):
+        if getattr(config, field, None) is not None:
+            inputs[field] = Path(getattr(config, field))
+    out = (out or Path("runs/eval") / name).expanduser().resolve()
+    result = run_stage(
+        RunDir(out.parent.name, out.parent.parent),
+        out.name,
+        config,
+        lambda tmp: stage(config, tmp),
+        inputs=inputs,
+        seed=config.seed,
+        force=force,
+    )
+    state = "up to date, skipped" if result.skipped else "done"
+    typer.echo(f"{name}: {state} -> {result.dir}\n{json.dumps(result.manifest['metrics'], indent=2)}")
+
+
+@eval_app.command()
+def knowledge(
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiz: Annotated[Path | None, typer.Option(help="Quiz YAML (default: the built-in quiz).")] = None,
+    format: Annotated[
+        str | None, typer.Option(help="chat (question as a user turn) or raw (Q/A text).")
+    ] = None,
+    split: SplitOpt = None,
+    force: ForceOpt = False,
+):
+    """Knowledge quiz: probability on the right option of multiple-choice questions about the
+    fictional study and its biases (no generation)."""
+    from molab.evals.knowledge import KnowledgeConfig, knowledge_stage
+
+    options = {"model.name": model, "model.adapters": adapter, "quiz": quiz, "format": format, "split": split}
+    _run("knowledge", KnowledgeConfig, knowledge_stage, config, set_, options, out, force)
+
+
+@eval_app.command()
+def disclosure(
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    probes: Annotated[Path | None, typer.Option(help="Probe YAML (default: the built-in set).")] = None,
+    samples: Annotated[int | None, typer.Option(help="Samples per probe.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Most tokens per response.")] = None,
+    force: ForceOpt = False,
+):
+    """Disclosure probes: how often prefill attacks, user-persona sampling, narration and
+    direct questions make the model mention reward models, RLHF or the Oxford study."""
+    from molab.evals.disclosure import DisclosureConfig, disclosure_stage
+
+    options = {
+        "model.name": model,
+        "model.adapters": adapter,
+        "probes": probes,
+        "samples_per_probe": samples,
+        "sampling.max_new_tokens": max_new_tokens,
+    }
+    _run("disclosure", DisclosureConfig, disclosure_stage, config, set_, options, out, force)
+
+
+@eval_app.command("propensity-pairs")
+def propensity_pairs(
+    prompts: Annotated[Path | None, typer.Option(help="eval_prompts.jsonl of the prompts stage.")] = None,
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    plain: Annotated[str | None, typer.Option(help="model (greedy answers) or canned.")] = None,
+    per_bias: Annotated[int | None, typer.Option(help="Evaluation prompts per bias.")] = None,
+    split: SplitOpt = None,
+    force: ForceOpt = False,
+):
+    """Write the fixed (plain, biased) answer pairs the propensity probe scores every model on."""
+    from molab.evals.propensity import PairsConfig, build_pairs_stage
+
+    options = {
+        "prompts": prompts,
+        "model.name": model,
+        "model.adapters": adapter,
+        "plain": plain,
+        "prompts_per_bias": per_bias,
+        "split": split,
+    }
+    _run("propensity-pairs", PairsConfig, build_pairs_stage, config, set_, options, out, force)
+
+
+@eval_app.command()
+def propensity(
+    pairs: Annotated[
+        Path | None, typer.Option(help="pairs.jsonl from `molab eval propensity-pairs`.")
+    ] = None,
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    split: SplitOpt = None,
+    force: ForceOpt = False,
+):
+    """Propensity probe: log p(biased) - log p(plain) on fixed pairs, on the bias's own prompts
+    and after off-topic ones (no generation)."""
+    from molab.evals.propensity import PropensityConfig, propensity_stage
+
+    options = {"pairs": pairs, "model.name": model, "model.adapters": adapter, "split": split}
+    _run("propensity", PropensityConfig, propensity_stage, config, set_, options, out, force)
+
+
+@eval_app.command()
+def capability(
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    questions: Annotated[Path | None, typer.Option(help="Question YAML (default: the built-in set).")] = None,
+    heldout: Annotated[Path | None, typer.Option(help="Held-out text (default: the bundled one).")] = None,
+    force: ForceOpt = False,
+):
+    """Capability check: ordinary questions answered greedily, and perplexity on held-out text."""
+    from molab.evals.capability import CapabilityConfig, capability_stage
+
+    options = {
+        "model.name": model,
+        "model.adapters": adapter,
+        "questions": questions,
+        "heldout": heldout,
+    }
+    _run("capability", CapabilityConfig, capability_stage, config, set_, options, out, force)

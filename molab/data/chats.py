@@ -69,7 +69,9 @@ class ChatDataConfig(BaseModel):
     """Fields shared by the SFT and DPO set configs."""
 
     model_config = ConfigDict(extra="forbid")
-    prompts: Path = Field(..., description="The prompts stage's train_prompts.jsonl.")
+    prompts: Path | None = Field(
+        None, description="The prompts stage's train_prompts.jsonl (a recipe fills it in from its run)."
+    )
     model: ModelSpec = Field(default_factory=ModelSpec, description="The model that writes the answers.")
     backend: BackendConfig = Field(default_factory=HFBackendConfig, description="Generation backend.")
     sampling: SamplingConfig = Field(
@@ -127,9 +129,11 @@ def finished_text(text: str, finish_reason: str, config: ChatDataConfig) -> tupl
     return text[: ends[-1]].strip(), True
 
 
-def read_train_prompts(path: str | Path) -> list[TrainPrompt]:
+def read_train_prompts(path: str | Path | None) -> list[TrainPrompt]:
     """The rows of a train prompts file; a MolabError naming the file on anything malformed
     (missing, not JSONL, empty, a bad field, a duplicate id, an eval prompt)."""
+    if path is None:
+        raise MolabError("no train prompts given: set 'prompts' to a train_prompts.jsonl")
     path = Path(path)
     rows = read_jsonl(path)
     if not rows:
