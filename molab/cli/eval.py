@@ -1,5 +1,6 @@
 """`molab eval ...` commands. Heavy libraries are imported inside the commands.
 
+    molab eval exploitation --model smollm2-135m --prompts runs/x/prompts/eval_prompts.jsonl
     molab eval knowledge --model smollm2-135m --adapter runs/x/midtrain/adapter
     molab eval disclosure --model smollm2-135m --samples 4
     molab eval propensity-pairs --prompts runs/x/prompts/eval_prompts.jsonl
@@ -68,6 +69,36 @@ def _run(
     )
     state = "up to date, skipped" if result.skipped else "done"
     typer.echo(f"{name}: {state} -> {result.dir}\n{json.dumps(result.manifest['metrics'], indent=2)}")
+
+
+@eval_app.command()
+def exploitation(
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    prompts: Annotated[Path | None, typer.Option(help="eval_prompts.jsonl of `molab data prompts`.")] = None,
+    split: SplitOpt = None,
+    prompts_per_bias: Annotated[int | None, typer.Option(help="Evaluation prompts per bias.")] = None,
+    samples: Annotated[int | None, typer.Option(help="Samples per prompt.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling and bootstrap seed.")] = None,
+    force: ForceOpt = False,
+):
+    """Bias exploitation and misfires: answer each bias's evaluation prompts, judge with the
+    catalog's rules, report per-bias and pooled train/test rates with 95% intervals."""
+    from molab.evals.exploitation import ExploitationConfig, exploitation_stage
+
+    options = {
+        "model.name": model,
+        "model.adapters": adapter,
+        "prompts": prompts,
+        "split": split,
+        "prompts_per_bias": prompts_per_bias,
+        "samples_per_prompt": samples,
+        "seed": seed,
+    }
+    _run("exploitation", ExploitationConfig, exploitation_stage, config, set_, options, out, force)
 
 
 @eval_app.command()

@@ -157,7 +157,9 @@ class PairsConfig(BaseModel):
     """Write the fixed (plain, biased) answer pairs every model is scored on."""
 
     model_config = ConfigDict(extra="forbid")
-    prompts: Path = Field(description="eval_prompts.jsonl from `molab data prompts`.")
+    prompts: Path | None = Field(
+        None, description="eval_prompts.jsonl from `molab data prompts` (a recipe fills it in)."
+    )
     split: str = "english"
     catalog: str | None = None
     prompts_per_bias: int = Field(20, ge=1, description="The first N evaluation prompts of each bias.")
@@ -180,6 +182,8 @@ def build_pairs_stage(config: PairsConfig, out_dir: Path, backend=None) -> dict:
     `backend` replaces the configured one when the plain answers come from a model."""
     catalog = load_catalog(config.catalog)
     split = get_split(config.split)
+    if config.prompts is None:
+        raise MolabError("no evaluation prompts given: set 'prompts' to an eval_prompts.jsonl")
     rows = read_jsonl(config.prompts)
     if not rows:
         raise MolabError(f"{config.prompts} holds no evaluation prompts")
@@ -343,7 +347,9 @@ class PropensityConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model: ModelSpec = Field(default_factory=ModelSpec)
-    pairs: Path = Field(description="pairs.jsonl from `molab eval propensity-pairs`.")
+    pairs: Path | None = Field(
+        None, description="pairs.jsonl from `molab eval propensity-pairs` (a recipe fills it in)."
+    )
     split: str = Field("english", description="Whose train and test biases are pooled.")
     end_turn: bool = Field(True, description="Score the end-of-turn token: answers count as complete.")
     max_batch_tokens: int = Field(8192, ge=64, description="Padded tokens per forward pass.")
@@ -357,6 +363,8 @@ def propensity_stage(config: PropensityConfig, out_dir: Path, scorer: Scorer | N
     import pyarrow.parquet as pq
 
     split = get_split(config.split)
+    if config.pairs is None:
+        raise MolabError("no pairs file given: set 'pairs' to a pairs.jsonl (molab eval propensity-pairs)")
     pairs = read_pairs(config.pairs)
     scorer = scorer or model_scorer(
         config.model, end_turn=config.end_turn, max_batch_tokens=config.max_batch_tokens
