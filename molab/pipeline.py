@@ -11,6 +11,10 @@ hash, input and output SHA-256s, package versions, git commit, seed, timings and
   complete, and a failure keeps the previous complete stage (the error goes to `s.failed.json`).
 - Secrets: string config fields named like "key", "token" or "secret" show as "***" in
   manifests (the config hash still covers their real values).
+- Work that outlives a failure: a stage may keep files that must survive a kill (training
+  checkpoints) in `<root>/r/s.work/` (`RunDir.work_dir`); it is deleted once the stage completes.
+- Several processes (a distributed launch): only the main one writes the stage; the others run
+  `fn` into a temporary directory that is thrown away (`run_stage(..., main_process=False)`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import platform
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -62,6 +67,10 @@ class RunDir:
 
     def stage_dir(self, stage: str) -> Path:
         return self.path / _check_name("stage", stage)
+
+    def work_dir(self, stage: str) -> Path:
+        """Files of `stage` that must survive a failed or killed run (e.g. checkpoints)."""
+        return self.path / f"{_check_name('stage', stage)}.work"
 
 
 @dataclass
@@ -168,11 +177,14 @@ def run_stage(
     inputs: dict[str, Path] | None = None,
     seed: int | None = None,
     force: bool = False,
+    main_process: bool = True,
 ) -> StageResult:
     """Run `fn(out_dir)` (it writes outputs into `out_dir`, returns metrics) as `stage` of `run`.
 
     Skipped if an up-to-date complete stage exists (unless `force`). If `fn` raises, the previous
     stage directory is kept, `<run>/<stage>.failed.json` records the error, and it re-raises.
+    On success `run.work_dir(stage)` is deleted. With `main_process=False` (a non-main process
+    of a distributed launch) `fn` runs into a throwaway directory and nothing is written.
     """
     stage_dir = run.stage_dir(stage)
     chash = config_hash(config)
@@ -180,6 +192,12 @@ def run_stage(
     if not force and (m := _up_to_date(stage_dir, chash, hashed, seed)) is not None:
         log.info("stage %s of run %s is up to date: skipped (%s)", stage, run.name, stage_dir)
         return StageResult(stage_dir, m, skipped=True)
+    if not main_process:
+        with tempfile.TemporaryDirectory(prefix=f"molab-{stage}-") as tmp:
+            metrics = fn(Path(tmp))
+        return StageResult(
+            stage_dir, {"status": "not written (not the main process)", "metrics": metrics or {}}, False
+        )
 
     # Temporaries left by a killed run of this stage (large checkpoints, possibly).
     leftover = re.compile(rf"\.{re.escape(stage)}\.[a-z0-9_]+\.tmp")
@@ -221,6 +239,7 @@ def run_stage(
         write_json(failed, manifest)
         raise
     failed.unlink(missing_ok=True)
+    shutil.rmtree(run.work_dir(stage), ignore_errors=True)
     return StageResult(stage_dir, load_manifest(stage_dir), skipped=False)
 
 

@@ -174,6 +174,27 @@ def demo(
                 typer.echo(f"\n> {row['prompt']}\n{row['completion'].strip()}")
 
 
+@app.command("run")
+def run_recipe(
+    recipe: Annotated[Path, typer.Argument(help="YAML recipe, e.g. recipes/rm-sycophancy.yaml.")],
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option(help="Re-run stages even when up to date.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the resolved recipe and stop.")] = False,
+):
+    """Run an organism recipe end to end (cached, resumable) and write its report."""
+    from molab.config import dump_config, load_config
+    from molab.organisms.rm_sycophancy import RMSycophancyConfig, run_rm_sycophancy
+
+    config = load_config(RMSycophancyConfig, recipe, set_ or [])
+    if dry_run:
+        typer.echo(dump_config(config))
+        return
+    for result in run_rm_sycophancy(config, force=force, log=typer.echo):
+        state = "up to date, skipped" if result.skipped else f"done in {result.manifest['wall_time_s']:.0f} s"
+        typer.echo(f"  {result.dir.name}: {state}")
+    typer.echo(f"report: {(result.dir.parent / 'report.html').resolve()}")
+
+
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="The run directory, e.g. runs/demo.")],
@@ -213,12 +234,14 @@ def _register_subcommands() -> None:
     from molab.cli.catalog import catalog_app
     from molab.cli.data import data_app
     from molab.cli.eval import eval_app
+    from molab.cli.train import bench as train_bench
     from molab.cli.train import train_app
 
     app.add_typer(catalog_app, name="catalog")
     app.add_typer(data_app, name="data")
     app.add_typer(train_app, name="train")
     app.add_typer(eval_app, name="eval")
+    bench_app.command("train")(train_bench)  # the same command as `molab train bench`
 
 
 _register_subcommands()
