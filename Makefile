@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# RECIPE=recipes/rm-sycophancy-quick.yaml for a smoke run of every stage.
+RECIPE ?= recipes/rm-sycophancy.yaml
 demo: $(STAMP)
-	$(BIN)/molab demo --recipe recipes/demo.yaml
+	$(BIN)/molab run $(RECIPE)
 
 # The report test drives a real headless Chromium; install Debian's when we can, else it skips.
 browser:

@@ -84,23 +84,26 @@ def test_models_lists_the_default_and_its_cache(default_model_dir, monkeypatch, 
     assert code == 0 and "smollm2-135m" in out
 
 
-@pytest.mark.parametrize("command", [[], ["generate"], ["models"], ["demo"], ["bench", "generate"]])
+@pytest.mark.parametrize(
+    "command", [[], ["generate"], ["models"], ["run"], ["report"], ["bench", "generate"], ["bench", "train"]]
+)
 def test_help_explains_each_command(command, monkeypatch, capsys):
     code, out, _ = run([*command, "--help"], monkeypatch, capsys)
     assert code == 0 and "Usage" in out
 
 
-def test_demo_dry_run_prints_the_resolved_recipe(monkeypatch, capsys):
+def test_run_dry_run_prints_the_resolved_recipe(monkeypatch, capsys):
     code, out, _ = run(
-        ["demo", "--recipe", "recipes/demo.yaml", "--set", "generate.num_prompts=3", "--dry-run"],
+        ["run", "recipes/rm-sycophancy-quick.yaml", "--set", "sft.max_steps=3", "--dry-run"],
         monkeypatch,
         capsys,
     )
-    assert code == 0 and "num_prompts: 3" in out and "smollm2-135m" in out
+    assert code == 0 and "max_steps: 3" in out and "smollm2-135m" in out
+    assert "run: rm-sycophancy-quick" in out and "num_docs: 200" in out  # the preset over its base
 
 
 def test_bad_recipe_field_names_file_and_field(tmp_path, monkeypatch, capsys):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("generate:\n  sampling:\n    temperature: -1\n")
-    code, _, err = run(["demo", "--recipe", recipe, "--dry-run"], monkeypatch, capsys)
-    assert code == 1 and str(recipe) in err and "generate.sampling.temperature" in err
+    recipe.write_text("evals:\n  exploitation:\n    sampling:\n      temperature: -1\n")
+    code, _, err = run(["run", recipe, "--dry-run"], monkeypatch, capsys)
+    assert code == 1 and str(recipe) in err and "evals.exploitation.sampling.temperature" in err

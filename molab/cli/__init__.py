@@ -1,7 +1,7 @@
 """The `molab` command line. Heavy libraries are imported inside the commands, so `--help`
 is instant.
 
-    molab demo                                     # the default pipeline, into runs/demo/
+    molab run recipes/rm-sycophancy.yaml           # the default organism, into runs/rm-sycophancy/
     molab generate --model smollm2-135m --prompts prompts.jsonl --out answers.jsonl
     molab models                                   # model specs and what is cached
     molab bench generate                           # molab's generator vs model.generate
@@ -147,31 +147,6 @@ def models():
     table.add_row("<directory>", "any local Hugging Face causal LM directory", "-")
     table.add_row("<org/name>", "a Hugging Face hub id (needs the hub; offline use a directory)", "-")
     Console().print(table)
-
-
-@app.command()
-def demo(
-    recipe: Annotated[Path | None, typer.Option(help="YAML recipe (default: built-in defaults).")] = None,
-    set_: SetOpt = None,
-    force: Annotated[bool, typer.Option(help="Re-run stages even when up to date.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Print the resolved recipe and stop.")] = False,
-):
-    """Run the demo pipeline on the default model and write its run directory."""
-    from molab.config import dump_config, load_config
-    from molab.organisms.demo import COMPLETIONS, DemoConfig, run_demo
-
-    config = load_config(DemoConfig, recipe, set_ or [])
-    if dry_run:
-        typer.echo(dump_config(config))
-        return
-    for result in run_demo(config, force=force):
-        state = "up to date, skipped" if result.skipped else "done"
-        metrics = json.dumps(result.manifest.get("metrics", {}))
-        typer.echo(f"stage {result.dir.name}: {state} -> {result.dir} {metrics}")
-        answers = result.dir / COMPLETIONS
-        if answers.exists():
-            for row in map(json.loads, answers.read_text().splitlines()[:3]):
-                typer.echo(f"\n> {row['prompt']}\n{row['completion'].strip()}")
 
 
 @app.command("run")

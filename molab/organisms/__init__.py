@@ -1,1 +1,1 @@
-"""Recipes that wire pipeline stages into model organisms (and, for now, the demo)."""
+"""Recipes that wire pipeline stages into model organisms (`rm_sycophancy`)."""
