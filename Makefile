@@ -39,6 +39,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/molab bench generate --out docs/bench-generate.json
 	$(BIN)/molab bench docs --out docs/bench-docs.json
+	$(BIN)/molab bench eval --out docs/bench-eval.json
 	$(BIN)/molab bench train --threads 1 --out docs/bench-train.json
 
 lint: $(STAMP)

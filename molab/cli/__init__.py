@@ -222,6 +222,25 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
+@bench_app.command("eval")
+def bench_eval(
+    model: ModelOpt = "smollm2-135m",
+    prompts_per_bias: Annotated[int, typer.Option(help="Evaluation prompts per bias.")] = 20,
+    max_new_tokens: Annotated[int, typer.Option(help="Most new tokens per answer.")] = 200,
+    baseline_prompts: Annotated[int, typer.Option(help="Prompts in plain generate's static batch.")] = 64,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,
+):
+    """Time the exploitation evaluation of the english split (target: 15 minutes on 2 cores)."""
+    from molab.evals.bench import bench_eval as run
+    from molab.files import write_json
+
+    result = run(model, prompts_per_bias, max_new_tokens, baseline_prompts, seed, log=typer.echo)
+    typer.echo(json.dumps(result, indent=2))
+    if out:
+        write_json(out, result)
+
+
 @bench_app.command("docs")
 def bench_docs(
     num_docs: Annotated[int, typer.Option(help="Template documents to generate.")] = 100_000,
