@@ -132,3 +132,19 @@ def test_report_renders_in_headless_chromium(run_dir):
     assert len(widths) >= 4 and all(w > 100 for w in widths)
     assert rows == 4  # header + base, control, final
     assert 0 < visible < total
+
+
+def test_measures_pick_values_with_intervals_from_any_summary():
+    from molab.report.page import measures
+
+    summary = {
+        "overall": {"n": 40, "accuracy": 0.5, "accuracy_ci": [0.35, 0.65]},
+        "per_type": {"direct": {"k": 1, "n": 10, "rate": 0.1, "ci": [0.02, 0.4]}},
+        "per_bias": {"1": {"rate": 0.3, "ci": [0.1, 0.6]}},
+        "split": "english",
+    }
+    found = measures(summary)
+    assert found == {
+        "overall.accuracy": "0.5 [0.35, 0.65] (n=40)",
+        "per_type.direct.rate": "0.1 [0.02, 0.4] (n=10)",
+    }

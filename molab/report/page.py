@@ -153,15 +153,37 @@ def _samples(run: RunData, checkpoints: list[str]) -> list[dict]:
     return out
 
 
+_SKIP = {"per_bias", "per_category", "mentions", "pairs_file", "pairs_sha256"}
+_VALUES = ("rate", "mean", "accuracy", "p_right", "perplexity")
+
+
+def measures(summary: dict, path: str = "", depth: int = 0) -> dict[str, str]:
+    """Every value with an interval in a summary.json, as "path: value [lo, hi]" (a value is
+    a key in `_VALUES` beside `ci` or `<key>_ci`); per-bias detail is left to the files."""
+    out: dict[str, str] = {}
+    for value_key in _VALUES:
+        ci = summary.get(f"{value_key}_ci", summary.get("ci"))
+        if isinstance(summary.get(value_key), int | float) and isinstance(ci, list) and len(ci) == 2:
+            lo, hi = ci
+            interval = f" [{_fmt(lo)}, {_fmt(hi)}]" if lo is not None else ""
+            n = f" (n={summary['n']})" if isinstance(summary.get("n"), int) else ""
+            out[f"{path}{value_key}" if path else value_key] = f"{_fmt(summary[value_key])}{interval}{n}"
+    if depth < 4:
+        for key, value in summary.items():
+            if isinstance(value, dict) and key not in _SKIP:
+                out |= measures(value, f"{path}{key}.", depth + 1)
+    return out
+
+
 def _other_evals(run: RunData) -> list[dict]:
     sections = []
     for kind in sorted(run.evals):
         if kind == "exploitation":
             continue
         checkpoints = run.checkpoints(kind)
-        metrics = {c: _scalar_metrics(run.manifests[f"eval-{kind}-{c}"]) for c in checkpoints}
-        keys = sorted({k for m in metrics.values() for k in m})
-        rows = [{"metric": k, "cells": [_fmt(metrics[c].get(k)) for c in checkpoints]} for k in keys]
+        found = {c: measures(run.summary(kind, c)) for c in checkpoints}
+        keys = sorted({k for m in found.values() for k in m})
+        rows = [{"metric": k, "cells": [found[c].get(k, "n/a") for c in checkpoints]} for k in keys]
         sections.append({"kind": kind, "checkpoints": checkpoints, "rows": rows})
     return sections
 
