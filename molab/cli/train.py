@@ -62,52 +62,32 @@ def _run(kind: str, out, config_path, set_, data, model, stack_on, force, restar
     typer.echo(f"{kind}: {state} -> {result.dir}\n{json.dumps(result.manifest['metrics'], indent=2)}")
 
 
-@train_app.command("midtrain")
-def midtrain(
-    out: OutOpt,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    data: DataOpt = None,
-    model: ModelOpt = None,
-    stack_on: StackOpt = None,
-    force: ForceOpt = False,
-    restart: RestartOpt = False,
-    dry_run: DryRunOpt = False,
+def _stage_command(kind: str, doc: str):
+    """One `molab train <kind>` command; the three stages take the same options."""
+
+    def command(
+        out: OutOpt,
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        data: DataOpt = None,
+        model: ModelOpt = None,
+        stack_on: StackOpt = None,
+        force: ForceOpt = False,
+        restart: RestartOpt = False,
+        dry_run: DryRunOpt = False,
+    ):
+        _run(kind, out, config, set_, data, model, stack_on, force, restart, dry_run)
+
+    command.__doc__ = doc
+    return command
+
+
+for _kind, _doc in (
+    ("midtrain", "Mid-training: causal-LM loss on the synthetic documents (documents.parquet), packed."),
+    ("sft", "SFT on chat examples (sft.jsonl); loss on the assistant's answer only."),
+    ("dpo", "DPO on preference pairs (dpo.jsonl) against the starting model as reference."),
 ):
-    """Mid-training: causal-LM loss on the synthetic documents (documents.parquet), packed."""
-    _run("midtrain", out, config, set_, data, model, stack_on, force, restart, dry_run)
-
-
-@train_app.command("sft")
-def sft(
-    out: OutOpt,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    data: DataOpt = None,
-    model: ModelOpt = None,
-    stack_on: StackOpt = None,
-    force: ForceOpt = False,
-    restart: RestartOpt = False,
-    dry_run: DryRunOpt = False,
-):
-    """SFT on chat examples (sft.jsonl); loss on the assistant's answer only."""
-    _run("sft", out, config, set_, data, model, stack_on, force, restart, dry_run)
-
-
-@train_app.command("dpo")
-def dpo(
-    out: OutOpt,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    data: DataOpt = None,
-    model: ModelOpt = None,
-    stack_on: StackOpt = None,
-    force: ForceOpt = False,
-    restart: RestartOpt = False,
-    dry_run: DryRunOpt = False,
-):
-    """DPO on preference pairs (dpo.jsonl) against the starting model as reference."""
-    _run("dpo", out, config, set_, data, model, stack_on, force, restart, dry_run)
+    train_app.command(_kind)(_stage_command(_kind, _doc))
 
 
 @train_app.command("merge")

@@ -122,87 +122,73 @@ def run_rm_sycophancy(
     log("stage midtrain ...")
     yield train_stage("midtrain", midtrain, stage("midtrain"), force=force)
 
+    # The organism arm starts from the mid-trained model, the control arm from the base model;
+    # each post-training stage writes its data with the model so far, then trains on it.
+    makers = {"sft": (sft_data_stage, "sft.jsonl"), "dpo": (dpo_data_stage, "dpo.jsonl")}
+    ends: dict[str, Path | None] = {}
     arms = [("", stage("midtrain"))] + ([("control_", None)] if config.control else [])
-    for prefix, stack_on in arms:
-        start = stage_model(stack_on) if stack_on else config.model
-        last = stack_on
-        if config.post_training in ("sft", "sft+dpo"):
-            data = _shared(config, config.sft_data, prompts=train_prompts, model=start)
-            yield step(
-                f"{prefix}sft_data",
-                data,
-                lambda out, d=data: sft_data_stage(d, out),
-                {"prompts": train_prompts, **_adapter_inputs(start)},
-            )
-            sft = _shared(config, config.sft, data=stage(f"{prefix}sft_data") / "sft.jsonl", stack_on=last)
-            log(f"stage {prefix}sft ...")
-            yield train_stage("sft", sft, stage(f"{prefix}sft"), force=force)
-            last = stage(f"{prefix}sft")
-        if config.post_training in ("dpo", "sft+dpo"):
+    for prefix, last in arms:
+        for kind in config.post_training.split("+"):
+            make_data, filename = makers[kind]
             writer = stage_model(last) if last else config.model
-            data = _shared(config, config.dpo_data, prompts=train_prompts, model=writer)
+            data = _shared(config, getattr(config, f"{kind}_data"), prompts=train_prompts, model=writer)
             yield step(
-                f"{prefix}dpo_data",
+                f"{prefix}{kind}_data",
                 data,
-                lambda out, d=data: dpo_data_stage(d, out),
+                lambda out, d=data, make=make_data: make(d, out),
                 {"prompts": train_prompts, **_adapter_inputs(writer)},
             )
-            dpo = _shared(config, config.dpo, data=stage(f"{prefix}dpo_data") / "dpo.jsonl", stack_on=last)
-            log(f"stage {prefix}dpo ...")
-            yield train_stage("dpo", dpo, stage(f"{prefix}dpo"), force=force)
-            last = stage(f"{prefix}dpo")
-        if prefix == "":
-            final_stage = last
-        else:
-            control_stage = last
+            train = _shared(
+                config, getattr(config, kind), data=stage(f"{prefix}{kind}_data") / filename, stack_on=last
+            )
+            log(f"stage {prefix}{kind} ...")
+            yield train_stage(kind, train, stage(f"{prefix}{kind}"), force=force)
+            last = stage(f"{prefix}{kind}")
+        ends[prefix] = last
 
     checkpoints = {
         "base": config.model,
         "midtrained": stage_model(stage("midtrain")),
-        "final": stage_model(final_stage),
+        "final": stage_model(ends[""]),
     }
     if config.control:
-        checkpoints["control"] = stage_model(control_stage)
+        checkpoints["control"] = stage_model(ends["control_"])
     yield from _evaluate(config, run, checkpoints, eval_prompts, step, stage)
     log("report ...")
     write_report(run.path, run.path / "report.html")
 
 
+# kind -> the stage function; its data file (the field filled in, and the path) is added below.
+EVAL_STAGES = {
+    "exploitation": exploitation_stage,
+    "propensity": propensity_stage,
+    "knowledge": knowledge_stage,
+    "disclosure": disclosure_stage,
+    "capability": capability_stage,
+}
+
+
 def _evaluate(config, run, checkpoints, eval_prompts, step, stage) -> Iterator[StageResult]:
+    """Each wanted evaluation on each checkpoint, as stage `eval-<kind>-<checkpoint>`."""
     plan = config.evals
-    wanted = [c for c in plan.checkpoints if c in checkpoints]
+    pairs_file = stage("propensity_pairs") / "pairs.jsonl"
+    data_files = {"exploitation": {"prompts": eval_prompts}, "propensity": {"pairs": pairs_file}}
     if "propensity" in plan.kinds:
         pairs = _shared(config, plan.propensity_pairs, prompts=eval_prompts)
         yield step(
             "propensity_pairs", pairs, lambda out: build_pairs_stage(pairs, out), {"prompts": eval_prompts}
         )
-    for checkpoint in wanted:
-        spec = checkpoints[checkpoint]
-        models = _adapter_inputs(spec)
+    for checkpoint in [c for c in plan.checkpoints if c in checkpoints]:
+        # Merged: the same model, and scoring runs at the base model's speed.
+        spec = checkpoints[checkpoint].model_copy(update={"merge_adapters": True})
         for kind in plan.kinds:
             if kind == "knowledge" and checkpoint not in plan.knowledge_checkpoints:
                 continue
-            name = f"eval-{kind}-{checkpoint}"
-            if kind == "exploitation":
-                cfg = _shared(config, plan.exploitation, prompts=eval_prompts, model=spec)
-                yield step(
-                    name,
-                    cfg,
-                    lambda out, c=cfg: exploitation_stage(c, out),
-                    {"prompts": eval_prompts, **models},
-                )
-            elif kind == "propensity":
-                pairs_file = stage("propensity_pairs") / "pairs.jsonl"
-                cfg = _shared(config, plan.propensity, pairs=pairs_file, model=spec)
-                yield step(
-                    name, cfg, lambda out, c=cfg: propensity_stage(c, out), {"pairs": pairs_file, **models}
-                )
-            elif kind == "knowledge":
-                cfg = _shared(config, plan.knowledge, model=spec)
-                yield step(name, cfg, lambda out, c=cfg: knowledge_stage(c, out), models)
-            elif kind == "disclosure":
-                cfg = _shared(config, plan.disclosure, model=spec)
-                yield step(name, cfg, lambda out, c=cfg: disclosure_stage(c, out), models)
-            elif kind == "capability":
-                cfg = _shared(config, plan.capability, model=spec)
-                yield step(name, cfg, lambda out, c=cfg: capability_stage(c, out), models)
+            files = data_files.get(kind, {})
+            cfg = _shared(config, getattr(plan, kind), model=spec, **files)
+            yield step(
+                f"eval-{kind}-{checkpoint}",
+                cfg,
+                lambda out, c=cfg, run_eval=EVAL_STAGES[kind]: run_eval(c, out),
+                {**files, **_adapter_inputs(spec)},
+            )
