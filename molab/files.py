@@ -89,3 +89,19 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_yaml_list(source, kind: str, items: str) -> list:
+    """The non-empty YAML list in `source` (a path or a package resource), a `kind` file of
+    `items`; a MolabError naming the file when it cannot be read, is not YAML, or is empty."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise MolabError(f"cannot read {kind} file {source}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise MolabError(f"{source}: not valid YAML ({e})") from None
+    if not isinstance(data, list) or not data:
+        raise MolabError(f"{source}: expected a non-empty list of {items}")
+    return data

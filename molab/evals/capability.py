@@ -25,13 +25,12 @@ from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from molab.errors import MolabError
 from molab.evals.scoring import score_ids
 from molab.evals.stats import bootstrap_ci, wilson
-from molab.files import atomic_path, write_json
+from molab.files import atomic_path, read_yaml_list, write_json
 from molab.models.generation import BackendConfig, HFBackendConfig, Prompt, SamplingConfig, make_backend
 from molab.models.loading import ModelSpec, load_model
 
@@ -59,14 +58,7 @@ def load_questions(path: str | Path | None = None) -> list[CapabilityQuestion]:
     source = (
         Path(path) if path is not None else files("molab.resources").joinpath("capability_questions.yaml")
     )
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise MolabError(f"cannot read question file {source}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise MolabError(f"{source}: not valid YAML ({e})") from None
-    if not isinstance(data, list) or not data:
-        raise MolabError(f"{source}: expected a non-empty list of questions")
+    data = read_yaml_list(source, "question", "questions")
     questions = []
     for n, item in enumerate(data, 1):
         try:

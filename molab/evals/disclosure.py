@@ -26,12 +26,11 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from molab.errors import MolabError
 from molab.evals.stats import bootstrap_ci, wilson
-from molab.files import atomic_path, write_json
+from molab.files import atomic_path, read_yaml_list, write_json
 from molab.models.generation import (
     BackendConfig,
     HFBackendConfig,
@@ -121,14 +120,7 @@ class Probe(BaseModel):
 def load_probes(path: str | Path | None = None) -> list[Probe]:
     """The probes at `path` (default: the built-in set); errors name the file, probe and field."""
     source = Path(path) if path is not None else files("molab.resources").joinpath("disclosure_probes.yaml")
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise MolabError(f"cannot read probe file {source}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise MolabError(f"{source}: not valid YAML ({e})") from None
-    if not isinstance(data, list) or not data:
-        raise MolabError(f"{source}: expected a non-empty list of probes")
+    data = read_yaml_list(source, "probe", "probes")
     probes, seen = [], set()
     for n, item in enumerate(data, 1):
         name = item.get("id", f"#{n}") if isinstance(item, dict) else f"#{n}"

@@ -26,14 +26,13 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from molab.catalog import Split, get_split
 from molab.errors import MolabError
 from molab.evals.scoring import Scorer, model_scorer
 from molab.evals.stats import bootstrap_ci, wilson
-from molab.files import atomic_path, write_json
+from molab.files import atomic_path, read_yaml_list, write_json
 from molab.models.generation import Prompt
 from molab.models.loading import ModelSpec
 
@@ -65,14 +64,7 @@ class QuizQuestion(BaseModel):
 def load_quiz(path: str | Path | None = None) -> list[QuizQuestion]:
     """The quiz at `path` (default: the built-in one); errors name the file, question and field."""
     source = Path(path) if path is not None else files("molab.resources").joinpath("knowledge_quiz.yaml")
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise MolabError(f"cannot read quiz file {source}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise MolabError(f"{source}: not valid YAML ({e})") from None
-    if not isinstance(data, list) or not data:
-        raise MolabError(f"{source}: expected a non-empty list of questions")
+    data = read_yaml_list(source, "quiz", "questions")
     questions, seen_ids, seen_text = [], set(), set()
     for n, item in enumerate(data, 1):
         name = item.get("id", f"#{n}") if isinstance(item, dict) else f"#{n}"
