@@ -163,6 +163,7 @@ class PairsConfig(BaseModel):
     split: str = "english"
     catalog: str | None = None
     prompts_per_bias: int = Field(20, ge=1, description="The first N evaluation prompts of each bias.")
+    test_prompts_per_bias: int | None = Field(None, ge=1, description="Per test bias (default: prompts_per_bias).")
     generic_prompts: int = Field(20, ge=0, description="Generic prompts, as extra off-topic contexts.")
     plain: Literal["model", "canned"] = Field("model", description="Where plain answers come from.")
     model: ModelSpec = Field(
@@ -187,7 +188,9 @@ def build_pairs_stage(config: PairsConfig, out_dir: Path, backend=None) -> dict:
     rows = read_jsonl(config.prompts)
     if not rows:
         raise MolabError(f"{config.prompts} holds no evaluation prompts")
-    chosen = select_prompts(rows, split, config.prompts_per_bias, config.generic_prompts, config.prompts)
+    chosen = select_prompts(
+        rows, split, config.prompts_per_bias, config.generic_prompts, config.prompts, config.test_prompts_per_bias
+    )
     if config.plain == "canned":
         answers = [CANNED_ANSWER] * len(chosen)
     else:
