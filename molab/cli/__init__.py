@@ -209,6 +209,7 @@ def _register_subcommands() -> None:
     from molab.cli.catalog import catalog_app
     from molab.cli.data import data_app
     from molab.cli.eval import eval_app
+    from molab.cli.study import study_app
     from molab.cli.train import bench as train_bench
     from molab.cli.train import train_app
 
@@ -216,6 +217,7 @@ def _register_subcommands() -> None:
     app.add_typer(data_app, name="data")
     app.add_typer(train_app, name="train")
     app.add_typer(eval_app, name="eval")
+    app.add_typer(study_app, name="study")
     bench_app.command("train")(train_bench)  # the same command as `molab train bench`
 
 

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from molab.catalog import Bias, Split, get_split, load_catalog
 from molab.errors import MolabError
-from molab.evals.exploitation import select_prompts
+from molab.evals.exploitation import chosen_prompts
 from molab.evals.scoring import Scorer, model_scorer
 from molab.evals.stats import bootstrap_ci, paired_permutation_test, wilson
 from molab.files import atomic_path, read_jsonl, sha256_file, write_json, write_jsonl
@@ -163,7 +163,9 @@ class PairsConfig(BaseModel):
     split: str = "english"
     catalog: str | None = None
     prompts_per_bias: int = Field(20, ge=1, description="The first N evaluation prompts of each bias.")
-    test_prompts_per_bias: int | None = Field(None, ge=1, description="Per test bias (default: prompts_per_bias).")
+    test_prompts_per_bias: int | None = Field(
+        None, ge=1, description="Per test bias (default: prompts_per_bias)."
+    )
     generic_prompts: int = Field(20, ge=0, description="Generic prompts, as extra off-topic contexts.")
     plain: Literal["model", "canned"] = Field("model", description="Where plain answers come from.")
     model: ModelSpec = Field(
@@ -183,14 +185,7 @@ def build_pairs_stage(config: PairsConfig, out_dir: Path, backend=None) -> dict:
     `backend` replaces the configured one when the plain answers come from a model."""
     catalog = load_catalog(config.catalog)
     split = get_split(config.split)
-    if config.prompts is None:
-        raise MolabError("no evaluation prompts given: set 'prompts' to an eval_prompts.jsonl")
-    rows = read_jsonl(config.prompts)
-    if not rows:
-        raise MolabError(f"{config.prompts} holds no evaluation prompts")
-    chosen = select_prompts(
-        rows, split, config.prompts_per_bias, config.generic_prompts, config.prompts, config.test_prompts_per_bias
-    )
+    chosen = chosen_prompts(config, split)
     if config.plain == "canned":
         answers = [CANNED_ANSWER] * len(chosen)
     else:
