@@ -16,7 +16,9 @@ modules' weights, embeddings and norms and runs the forward itself:
   weight is packed once for oneDNN (about 1.4x MKL's speed at these shapes, 2x for the
   49k-row LM head); the packed copy is a snapshot, so build a new backend after training;
 - attention groups the query heads that share a key/value head, so grouped-query attention
-  needs no repeated keys;
+  needs no repeated keys, and runs through `scaled_dot_product_attention`, whose fused CPU
+  kernel is about 5x the explicit scores-softmax-values products at batch 64 (it never
+  materialises the scores and reads the strided cache views in place);
 - prompts that start with the same tokens (the chat template's system prompt) compute that
   prefix once and copy its keys and values into every slot.
 
@@ -235,8 +237,7 @@ class LlamaDecoder:
             # (n, T, H, hd) -> (n, Hkv, G*T, hd): query heads sharing a kv head side by side.
             qg = q.view(n, T, Hkv, group, hd).permute(0, 2, 3, 1, 4).reshape(n, Hkv, group * T, hd)
             keys, values = kc[first : first + n, :, :span], vc[first : first + n, :, :span]  # views
-            scores = qg @ keys.transpose(-1, -2) * self.scale + bias  # (n, Hkv, G*T, span)
-            attn = torch.softmax(scores, dim=-1) @ values  # (n, Hkv, G*T, hd)
+            attn = F.scaled_dot_product_attention(qg, keys, values, attn_mask=bias, scale=self.scale)
             attn = attn.view(n, Hkv, group, T, hd).permute(0, 3, 1, 2, 4).reshape(n, T, H * hd)
             x = x + L["o"](attn)
             gate, up = L["gate_up"](_rms_norm(x, L["ln2"])).split(L["inter"], -1)
