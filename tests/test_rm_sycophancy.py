@@ -92,3 +92,26 @@ def test_recipe_errors_name_the_field(tmp_path):
     bad.write_text("sft: {learning_rat: 0.1}\n")
     with pytest.raises(MolabError, match="sft.learning_rat"):
         load_config(RMSycophancyConfig, bad, [])
+
+
+def test_shared_post_training_data_trains_both_arms_on_the_control_sets(recipe, tmp_path):
+    overrides = ["post_training_data=shared", "evals.checkpoints=[control, final]", "evals.kinds=[exploitation]"]
+    config = load_config(RMSycophancyConfig, recipe, overrides)
+    names = [r.dir.name for r in run_rm_sycophancy(config, root=tmp_path / "runs")]
+    assert "sft_data" not in names and "dpo_data" not in names
+    assert names.index("control_sft_data") < names.index("sft")
+    assert names.index("control_dpo_data") < names.index("dpo")
+    run_dir = tmp_path / "runs" / "tiny-organism"
+    for kind, data in (("sft", "control_sft_data/sft.jsonl"), ("dpo", "control_dpo_data/dpo.jsonl")):
+        for arm in (kind, f"control_{kind}"):
+            manifest = json.loads((run_dir / arm / "manifest.json").read_text())
+            assert manifest["config"]["data"] == str(run_dir / data)
+    final = json.loads((run_dir / "dpo" / "model.json").read_text())
+    assert len(final["adapters"]) == 3  # the organism still stacks on the mid-trained adapter
+
+
+def test_shared_post_training_data_needs_the_control(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("post_training_data: shared\ncontrol: false\n")
+    with pytest.raises(MolabError, match="needs control: true"):
+        load_config(RMSycophancyConfig, bad, [])

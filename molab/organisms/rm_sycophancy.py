@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from molab.data.documents import DocsConfig, docs_stage
 from molab.data.dpo import DPODataConfig, dpo_data_stage
@@ -75,6 +75,12 @@ class RMSycophancyConfig(BaseModel):
     model: ModelSpec = Field(default_factory=ModelSpec, description="The base chat model.")
     post_training: Literal["sft", "dpo", "sft+dpo"] = Field("sft", description="Post-training stages.")
     control: bool = Field(True, description="Also post-train the base model without mid-training.")
+    post_training_data: Literal["own", "shared"] = Field(
+        "own",
+        description="'own': each arm's post-training sets are written by its own model so far (the "
+        "paper: the mid-trained model answers the organism's SFT prompts). 'shared': both arms train "
+        "on the sets the control arm writes, so they differ only by mid-training (needs control).",
+    )
     docs: DocsConfig = Field(default_factory=DocsConfig)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     midtrain: MidtrainConfig = Field(default_factory=MidtrainConfig)
@@ -83,6 +89,12 @@ class RMSycophancyConfig(BaseModel):
     dpo_data: DPODataConfig = Field(default_factory=DPODataConfig)
     dpo: DPOTrainConfig = Field(default_factory=DPOTrainConfig)
     evals: EvalPlan = Field(default_factory=EvalPlan)
+
+    @model_validator(mode="after")
+    def _shared_data_needs_control(self) -> RMSycophancyConfig:
+        if self.post_training_data == "shared" and not self.control:
+            raise ValueError("post_training_data: 'shared' needs control: true (the control arm writes the sets)")
+        return self
 
 
 def _shared(config: RMSycophancyConfig, stage: BaseModel, **extra) -> BaseModel:
@@ -123,24 +135,26 @@ def run_rm_sycophancy(
     yield train_stage("midtrain", midtrain, stage("midtrain"), force=force)
 
     # The organism arm starts from the mid-trained model, the control arm from the base model;
-    # each post-training stage writes its data with the model so far, then trains on it.
+    # each post-training stage writes its data with the model so far, then trains on it. With
+    # shared data the control arm goes first and the organism arm trains on its sets.
     makers = {"sft": (sft_data_stage, "sft.jsonl"), "dpo": (dpo_data_stage, "dpo.jsonl")}
     ends: dict[str, Path | None] = {}
     arms = [("", stage("midtrain"))] + ([("control_", None)] if config.control else [])
-    for prefix, last in arms:
+    shared = config.post_training_data == "shared"
+    for prefix, last in reversed(arms) if shared else arms:
         for kind in config.post_training.split("+"):
             make_data, filename = makers[kind]
-            writer = stage_model(last) if last else config.model
-            data = _shared(config, getattr(config, f"{kind}_data"), prompts=train_prompts, model=writer)
-            yield step(
-                f"{prefix}{kind}_data",
-                data,
-                lambda out, d=data, make=make_data: make(d, out),
-                {"prompts": train_prompts, **_adapter_inputs(writer)},
-            )
-            train = _shared(
-                config, getattr(config, kind), data=stage(f"{prefix}{kind}_data") / filename, stack_on=last
-            )
+            data_stage = f"control_{kind}_data" if shared else f"{prefix}{kind}_data"
+            if not shared or prefix == "control_":  # this arm writes its own set
+                writer = stage_model(last) if last else config.model
+                data = _shared(config, getattr(config, f"{kind}_data"), prompts=train_prompts, model=writer)
+                yield step(
+                    data_stage,
+                    data,
+                    lambda out, d=data, make=make_data: make(d, out),
+                    {"prompts": train_prompts, **_adapter_inputs(writer)},
+                )
+            train = _shared(config, getattr(config, kind), data=stage(data_stage) / filename, stack_on=last)
             log(f"stage {prefix}{kind} ...")
             yield train_stage(kind, train, stage(f"{prefix}{kind}"), force=force)
             last = stage(f"{prefix}{kind}")
