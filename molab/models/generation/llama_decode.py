@@ -16,9 +16,8 @@ modules' weights, embeddings and norms and runs the forward itself:
   weight is packed once for oneDNN (about 1.4x MKL's speed at these shapes, 2x for the
   49k-row LM head); the packed copy is a snapshot, so build a new backend after training;
 - attention groups the query heads that share a key/value head, so grouped-query attention
-  needs no repeated keys, and runs through `scaled_dot_product_attention`, whose fused CPU
-  kernel is about 5x the explicit scores-softmax-values products at batch 64 (it never
-  materialises the scores and reads the strided cache views in place);
+  needs no repeated keys, and runs through `scaled_dot_product_attention` (a fused CPU kernel
+  that never materialises the scores and reads the strided cache views in place);
 - prompts that start with the same tokens (the chat template's system prompt) compute that
   prefix once and copy its keys and values into every slot.
 
