@@ -95,7 +95,11 @@ def test_recipe_errors_name_the_field(tmp_path):
 
 
 def test_shared_post_training_data_trains_both_arms_on_the_control_sets(recipe, tmp_path):
-    overrides = ["post_training_data=shared", "evals.checkpoints=[control, final]", "evals.kinds=[exploitation]"]
+    overrides = [
+        "post_training_data=shared",
+        "evals.checkpoints=[control, final]",
+        "evals.kinds=[exploitation]",
+    ]
     config = load_config(RMSycophancyConfig, recipe, overrides)
     names = [r.dir.name for r in run_rm_sycophancy(config, root=tmp_path / "runs")]
     assert "sft_data" not in names and "dpo_data" not in names

@@ -93,7 +93,9 @@ class RMSycophancyConfig(BaseModel):
     @model_validator(mode="after")
     def _shared_data_needs_control(self) -> RMSycophancyConfig:
         if self.post_training_data == "shared" and not self.control:
-            raise ValueError("post_training_data: 'shared' needs control: true (the control arm writes the sets)")
+            raise ValueError(
+                "post_training_data: 'shared' needs control: true (the control arm writes the sets)"
+            )
         return self
 
 
