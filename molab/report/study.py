@@ -36,6 +36,7 @@ from molab.report.collect import RunData, collect
 FORMAT = 1
 # Comparisons of the study: the headline first (the paper's 45% vs 20%).
 COMPARISONS = [("final", "control"), ("midtrained", "base"), ("control", "base"), ("final", "base")]
+OTHER_EVALS = ("knowledge", "disclosure", "capability")  # kept as their summaries
 TRAINING_STAGES = (
     "docs",
     "midtrain",
@@ -73,13 +74,10 @@ def record(run_dir: str | Path) -> dict:
         "propensity": _propensity(run),
         **{
             kind: {c: run.summary(kind, c) for c in run.checkpoints(kind)}
-            for kind in _OTHER
+            for kind in OTHER_EVALS
             if kind in run.evals
         },
     }
-
-
-_OTHER = ("knowledge", "disclosure", "capability")
 
 
 def _exploitation(run: RunData, checkpoint: str) -> dict:
