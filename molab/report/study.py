@@ -37,16 +37,7 @@ FORMAT = 1
 # Comparisons of the study: the headline first (the paper's 45% vs 20%).
 COMPARISONS = [("final", "control"), ("midtrained", "base"), ("control", "base"), ("final", "base")]
 OTHER_EVALS = ("knowledge", "disclosure", "capability")  # kept as their summaries
-TRAINING_STAGES = (
-    "docs",
-    "midtrain",
-    "sft_data",
-    "sft",
-    "dpo_data",
-    "dpo",
-    "control_sft_data",
-    "control_sft",
-)
+CHECKPOINTS = ("base", "midtrained", "control", "final")
 
 
 def record(run_dir: str | Path) -> dict:
@@ -65,10 +56,11 @@ def record(run_dir: str | Path) -> dict:
         "model": first["config"]["model"]["name"],
         "git": (first.get("git") or {}).get("commit"),
         "minutes": {s: round(m.get("wall_time_s", 0.0) / 60, 2) for s, m in run.manifests.items()},
+        # every stage before the evaluations (data, training, both arms): what made the models
         "training": {
-            s: {"config": run.manifests[s]["config"], "metrics": run.manifests[s].get("metrics", {})}
-            for s in TRAINING_STAGES
-            if s in run.manifests
+            s: {"config": m["config"], "metrics": m.get("metrics", {})}
+            for s, m in run.manifests.items()
+            if not s.startswith("eval-")
         },
         "exploitation": {c: _exploitation(run, c) for c in run.checkpoints("exploitation")},
         "propensity": _propensity(run),
@@ -157,9 +149,7 @@ def pool(records: Sequence[dict]) -> dict:
     if len(set(seeds)) != len(seeds):
         raise MolabError(f"two records share a seed ({sorted(seeds)}): a seed is one run")
     split = get_split(splits.pop())
-    checkpoints = [
-        c for c in ("base", "midtrained", "control", "final") if all(c in r["exploitation"] for r in records)
-    ]
+    checkpoints = [c for c in CHECKPOINTS if all(c in r["exploitation"] for r in records)]
     judgements = {c: pooled_judgements(records, c) for c in checkpoints}
     rates = {c: summarize(judgements[c], split) for c in checkpoints}
     comparisons = {
@@ -303,7 +293,7 @@ def _test_bias_table(pooled: dict, split: Split) -> str:
 
 def _other_tables(records: Sequence[dict]) -> list[str]:
     """Propensity, knowledge, disclosure and capability: mean over seeds (each seed's value)."""
-    checkpoints = [c for c in ("base", "midtrained", "control", "final") if c in records[0]["exploitation"]]
+    checkpoints = [c for c in CHECKPOINTS if c in records[0]["exploitation"]]
     rows = [
         "Other measures, mean over seeds (each seed's value): propensity is the conditional "
         "log-likelihood preference for the biased answer (nats, applicable minus off-topic); "
