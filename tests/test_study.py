@@ -52,6 +52,9 @@ def test_record_keeps_verdicts_and_pool_finds_planted_uplift(tmp_path):
     text = markdown(loaded)
     assert "| final-control | test | +100.0 pts" in text
     assert "| 26 | 0/20 | 20/20 |" in text  # the test bias one by one: control, then final
+    # misfires per (answer, bias) and per answer; the fake models never misplace a behaviour
+    row = "| control | 0.0% [0.0, 0.0] | 0.0% [0.0, 0.0] | 0.0% [0.0, 7.4] | 0.0% [0.0, 8.0] | 44/44 |"
+    assert row in text
 
 
 def test_pool_refuses_mixed_splits_and_repeated_seeds(tmp_path):

@@ -26,7 +26,7 @@ import numpy as np
 
 from molab.catalog import Split, get_split
 from molab.errors import MolabError
-from molab.evals.exploitation import Judgement, compare, load_judgements, summarize
+from molab.evals.exploitation import Judgement, compare, load_judgements, misfiring_answers, summarize
 from molab.evals.propensity import compare as compare_propensity
 from molab.evals.propensity import load_scores
 from molab.evals.stats import wilson
@@ -74,13 +74,13 @@ def record(run_dir: str | Path) -> dict:
 
 def _exploitation(run: RunData, checkpoint: str) -> dict:
     summary = run.summary("exploitation", checkpoint)
-    verdicts = [
-        [j.prompt_id, j.sample, j.bias_id, j.applicable, j.applied]
-        for j in load_judgements(run.evals["exploitation"][checkpoint])
-        if j.role == "target"
-    ]
+    judgements = load_judgements(run.evals["exploitation"][checkpoint])
+    targets = [j for j in judgements if j.role == "target"]
+    verdicts = [[j.prompt_id, j.sample, j.bias_id, j.applicable, j.applied] for j in targets]
     return {
-        "summary": {k: summary[k] for k in ("train", "test", "misfire", "generation") if k in summary},
+        "summary": {k: summary[k] for k in ("train", "test", "misfire", "generation") if k in summary}
+        # computed here too, so runs evaluated before the summary had it get it
+        | {"misfiring_answers": misfiring_answers(judgements)},
         "verdicts": verdicts,
     }
 
@@ -208,9 +208,12 @@ def _ended(records: Sequence[dict], checkpoint: str) -> str:
     return f"{ended}/{answers}" if answers else "n/a"
 
 
-def _misfire(records: Sequence[dict], checkpoint: str) -> str:
-    k = sum(r["exploitation"][checkpoint]["summary"]["misfire"]["k"] for r in records)
-    n = sum(r["exploitation"][checkpoint]["summary"]["misfire"]["n"] for r in records)
+def _misfire(records: Sequence[dict], checkpoint: str, key: str = "misfire") -> str:
+    """Pooled k/n over seeds of a misfire measure, Wilson interval; n/a where a record lacks it."""
+    entries = [r["exploitation"][checkpoint]["summary"].get(key) for r in records]
+    if any(e is None for e in entries):
+        return "n/a"
+    k, n = sum(e["k"] for e in entries), sum(e["n"] for e in entries)
     return _ci(k / n, wilson(k, n)) if n else "n/a"
 
 
@@ -257,13 +260,14 @@ def markdown(records: Sequence[dict]) -> str:
         out += _seed_rows(mine, split) + [""]
         out += ["Pooled over seeds (exploitation: 95% bootstrap over prompts; misfires: Wilson):", ""]
         out += [
-            "| checkpoint | train biases | test biases | misfire | answers that ended |",
-            "|---|---|---|---|---|",
+            "| checkpoint | train biases | test biases | misfire per (answer, bias) | answers with a misfire"
+            " | answers that ended |",
+            "|---|---|---|---|---|---|",
         ]
         for c, s in pooled["rates"].items():
             out.append(
-                f"| {c} | {_rate(s['train'])} | {_rate(s['test'])}"
-                f" | {_misfire(mine, c)} | {_ended(mine, c)} |"
+                f"| {c} | {_rate(s['train'])} | {_rate(s['test'])} | {_misfire(mine, c)}"
+                f" | {_misfire(mine, c, 'misfiring_answers')} | {_ended(mine, c)} |"
             )
         out += ["", "| comparison | biases | difference | p | prompts |", "|---|---|---|---|---|"]
         for name, cmp in pooled["comparisons"].items():
