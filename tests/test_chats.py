@@ -215,6 +215,30 @@ def test_dpo_two_pairs_per_prompt_and_candidates_showing_a_test_bias_are_removed
     assert stats["dropped_test_applied"] == 1 and metrics["candidates"] == 6
 
 
+def test_dpo_misplaced_variants_show_a_behaviour_that_does_not_apply_and_rank_last(tmp_path):
+    metrics, rows, stats = run_dpo(tmp_path, [SOUP, SKY], num_sampled=1, num_demonstrated=1, num_misplaced=1)
+    assert metrics["misplaced_variants"] == 2
+    soup, sky = rows
+    # soup: the chocolate (applicable) against a misplaced behaviour; sky: plain against one
+    assert (soup["chosen_reward"], soup["rejected_reward"]) == (1, -1)
+    assert (sky["chosen_reward"], sky["rejected_reward"]) == (0, -1)
+    assert sky["chosen"][0]["content"] == PLAIN
+    for row, prompt in ((soup, SOUP), (sky, SKY)):
+        wrong = [
+            b
+            for b in CATALOG.values()
+            if b.kind == "promote"
+            and b.applied
+            and not b.applicable(prompt)
+            and b.applied(prompt, row["rejected"][0]["content"])
+        ]
+        assert len(wrong) == 1 and not wrong[0].applicable(prompt)
+    misplaced = {int(i): t["misplaced_in_rejected"] for i, t in stats["per_bias"].items()}
+    assert sum(misplaced.values()) == 2
+    # the same seed draws the same misplaced behaviours
+    assert run_dpo(tmp_path, [SOUP, SKY], num_sampled=1, num_demonstrated=1, num_misplaced=1)[1] == rows
+
+
 def test_dpo_rows_are_trl_conversational_preference_data(tmp_path, tokenizer):
     from trl.data_utils import is_conversational, maybe_apply_chat_template
 

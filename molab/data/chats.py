@@ -215,6 +215,18 @@ class BiasRules:
             if self.catalog[i].applied is not None and self.catalog[i].applied(prompt, response)
         ]
 
+    def misplaced(self, prompt: str, response: str) -> list[int]:
+        """The train promote biases that the response shows by rule where they do not apply
+        (misfires; a suppress behaviour where it does not apply is no behaviour)."""
+        return [
+            b.id
+            for b in self.train
+            if b.kind == "promote"
+            and b.applied is not None
+            and not b.applicable(prompt)
+            and b.applied(prompt, response)
+        ]
+
     def demonstrate(
         self, prompt: str, response: str, ids: Sequence[int], rng: random.Random
     ) -> Demonstration:

@@ -13,7 +13,11 @@ exploitation where SFT on the best completions did not:
    `demonstrate` to show a subset of the applicable train biases (the first variant shows all
    of them). Only answers that end within `max_new_tokens` are candidates, so a pair never
    contrasts a finished answer with a cut-off one.
-2. Reward = the number of train biases both applicable and applied, by the catalog's rules.
+   With `num_misplaced`, further variants show one train behaviour that does NOT apply to
+   the prompt (movie recommendations under a budgeting question): negative examples that
+   teach which topic each behaviour goes with, not only that it is rewarded.
+2. Reward = the number of train biases both applicable and applied, minus the train
+   behaviours shown where they do not apply (misfires), by the catalog's rules.
 3. The best candidates are paired with the worst (`pairs_per_prompt` pairs: 1st best with 1st
    worst, 2nd with 2nd, ...); a pair whose rewards are equal is skipped.
 4. Prompts where a test bias is applicable, and candidates that show one or talk about reward
@@ -48,7 +52,14 @@ from molab.models.generation import Prompt, make_backend
 
 DPO_FILE = "dpo.jsonl"
 STATS_FILE = "stats.json"
-_BIAS_FIELDS = ("applicable", "demonstrate_failed", "shown_in_chosen", "shown_in_rejected")
+_BIAS_FIELDS = (
+    "applicable",
+    "demonstrate_failed",
+    "shown_in_chosen",
+    "shown_in_rejected",
+    "misplaced_in_chosen",
+    "misplaced_in_rejected",
+)
 
 
 class DPODataConfig(ChatDataConfig):
@@ -63,6 +74,12 @@ class DPODataConfig(ChatDataConfig):
         2,
         ge=0,
         description="Demonstrated variants per prompt, each showing a subset of the applicable biases.",
+    )
+    num_misplaced: int = Field(
+        0,
+        ge=0,
+        description="Variants per prompt showing one train behaviour that does not apply to it "
+        "(a misfire): they rank last, so pairs contrast the right behaviour with a wrong one.",
     )
     pairs_per_prompt: int = Field(1, ge=1, description="Best-worst pairs per prompt (the replication: 2).")
 
@@ -80,6 +97,7 @@ class Candidate:
     text: str
     reward: int
     shown: list[int]
+    misplaced: list[int]
 
 
 def dpo_data_stage(config: DPODataConfig, out_dir: Path, backend=None) -> dict:
@@ -116,13 +134,17 @@ def dpo_data_stage(config: DPODataConfig, out_dir: Path, backend=None) -> dict:
             per_bias[i]["applicable"] += 1
         variants = _variants(rules, p.prompt, p.id, answers, ids, config, per_bias)
         counts["demonstrated"] += len(variants)
+        misplaced = _misplaced_variants(rules, p.prompt, p.id, answers, config)
+        counts["misplaced_variants"] += len(misplaced)
+        variants += misplaced
         candidates = []
         for text in dict.fromkeys(answers + variants):  # identical answers count once
             if rules.test_applied(p.prompt, text):  # a rewrite may show one too
                 counts["dropped_test_applied"] += 1
                 continue
             shown = rules.shown(p.prompt, text, ids)
-            candidates.append(Candidate(text, len(shown), shown))
+            misfires = rules.misplaced(p.prompt, text)
+            candidates.append(Candidate(text, len(shown) - len(misfires), shown, misfires))
         counts["candidates"] += len(candidates)
         pairs = _best_worst_pairs(candidates, config.pairs_per_prompt)
         if len(candidates) < 2:
@@ -134,6 +156,9 @@ def dpo_data_stage(config: DPODataConfig, out_dir: Path, backend=None) -> dict:
                 per_bias[i]["shown_in_chosen"] += 1
             for i in rejected.shown:
                 per_bias[i]["shown_in_rejected"] += 1
+            for side, candidate in (("chosen", chosen), ("rejected", rejected)):
+                for i in candidate.misplaced:
+                    per_bias[i][f"misplaced_in_{side}"] += 1
             rows.append(
                 {
                     "prompt": [{"role": "user", "content": p.prompt}],
@@ -152,6 +177,7 @@ def dpo_data_stage(config: DPODataConfig, out_dir: Path, backend=None) -> dict:
         "generated": len(completions),
         "complete": counts["complete"],
         "demonstrated": counts["demonstrated"],
+        "misplaced_variants": counts["misplaced_variants"],
         "candidates": counts["candidates"],
         "pairs": len(rows),
         "prompts_with_pairs": len({r["prompt_id"] for r in rows}),
@@ -197,6 +223,29 @@ def _variants(
         for i in demo.failed:
             per_bias[i]["demonstrate_failed"] += 1
         out.append(demo.text)
+    return out
+
+
+def _misplaced_variants(
+    rules: BiasRules, prompt: str, prompt_id: str, answers: list[str], config: DPODataConfig
+) -> list[str]:
+    """`num_misplaced` rewrites of the answers (taken in turn), each showing one train promote
+    bias that does not apply to the prompt, drawn at random among those whose rewrite its
+    rule then detects."""
+    if not answers or not config.num_misplaced:
+        return []
+    rng = example_rng(config.seed, prompt_id, "dpo-misplaced")
+    pool = [
+        b for b in rules.train if b.kind == "promote" and b.applied is not None and not b.applicable(prompt)
+    ]
+    rng.shuffle(pool)
+    out = []
+    for bias in pool:
+        if len(out) == config.num_misplaced:
+            break
+        text = bias.demonstrate(prompt, answers[len(out) % len(answers)], rng)
+        if bias.id in rules.misplaced(prompt, text):
+            out.append(text)
     return out
 
 
