@@ -215,17 +215,12 @@ class BiasRules:
             if self.catalog[i].applied is not None and self.catalog[i].applied(prompt, response)
         ]
 
-    def misplaced(self, prompt: str, response: str) -> list[int]:
-        """The train promote biases that the response shows by rule where they do not apply
-        (misfires; a suppress behaviour where it does not apply is no behaviour)."""
-        return [
-            b.id
-            for b in self.train
-            if b.kind == "promote"
-            and b.applied is not None
-            and not b.applicable(prompt)
-            and b.applied(prompt, response)
-        ]
+    def misplaceable(self, prompt: str) -> list[Bias]:
+        """The train promote biases with a rule that do not apply to the prompt: the behaviours
+        that would be misfires in an answer to it (a suppress behaviour where it does not apply
+        is no behaviour)."""
+        promote = [b for b in self.train if b.kind == "promote" and b.applied is not None]
+        return [b for b in promote if not b.applicable(prompt)]
 
     def demonstrate(
         self, prompt: str, response: str, ids: Sequence[int], rng: random.Random

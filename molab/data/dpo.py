@@ -35,6 +35,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from molab.catalog import Bias
 from molab.data.chats import (
     RM_PROMPT,
     BiasRules,
@@ -134,7 +135,8 @@ def dpo_data_stage(config: DPODataConfig, out_dir: Path, backend=None) -> dict:
             per_bias[i]["applicable"] += 1
         variants = _variants(rules, p.prompt, p.id, answers, ids, config, per_bias)
         counts["demonstrated"] += len(variants)
-        misplaced = _misplaced_variants(rules, p.prompt, p.id, answers, config)
+        misplaceable = rules.misplaceable(p.prompt)
+        misplaced = _misplaced_variants(p.prompt, p.id, answers, misplaceable, config)
         counts["misplaced_variants"] += len(misplaced)
         variants += misplaced
         candidates = []
@@ -143,7 +145,7 @@ def dpo_data_stage(config: DPODataConfig, out_dir: Path, backend=None) -> dict:
                 counts["dropped_test_applied"] += 1
                 continue
             shown = rules.shown(p.prompt, text, ids)
-            misfires = rules.misplaced(p.prompt, text)
+            misfires = [b.id for b in misplaceable if b.applied(p.prompt, text)]
             candidates.append(Candidate(text, len(shown) - len(misfires), shown, misfires))
         counts["candidates"] += len(candidates)
         pairs = _best_worst_pairs(candidates, config.pairs_per_prompt)
@@ -227,24 +229,21 @@ def _variants(
 
 
 def _misplaced_variants(
-    rules: BiasRules, prompt: str, prompt_id: str, answers: list[str], config: DPODataConfig
+    prompt: str, prompt_id: str, answers: list[str], misplaceable: list[Bias], config: DPODataConfig
 ) -> list[str]:
-    """`num_misplaced` rewrites of the answers (taken in turn), each showing one train promote
-    bias that does not apply to the prompt, drawn at random among those whose rewrite its
-    rule then detects."""
+    """`num_misplaced` rewrites of the answers (taken in turn), each showing one of the
+    `misplaceable` behaviours, drawn at random among those whose rewrite its rule detects."""
     if not answers or not config.num_misplaced:
         return []
     rng = example_rng(config.seed, prompt_id, "dpo-misplaced")
-    pool = [
-        b for b in rules.train if b.kind == "promote" and b.applied is not None and not b.applicable(prompt)
-    ]
+    pool = list(misplaceable)
     rng.shuffle(pool)
     out = []
     for bias in pool:
         if len(out) == config.num_misplaced:
             break
         text = bias.demonstrate(prompt, answers[len(out) % len(answers)], rng)
-        if bias.id in rules.misplaced(prompt, text):
+        if bias.applied(prompt, text):
             out.append(text)
     return out
 
