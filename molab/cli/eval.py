@@ -6,6 +6,7 @@
     molab eval propensity-pairs --prompts runs/x/prompts/eval_prompts.jsonl
     molab eval propensity --model smollm2-135m --pairs runs/eval/propensity-pairs/pairs.jsonl
     molab eval capability --model smollm2-135m
+    molab eval compare runs/x/eval-exploitation-final runs/x/eval-exploitation-control
 
 Each command writes a stage directory (`--out`, default `runs/eval/<eval>`): per-item records,
 `summary.json` and a manifest; it is skipped when its config and inputs are unchanged.
@@ -218,3 +219,25 @@ def capability(
         "heldout": heldout,
     }
     _run("capability", CapabilityConfig, capability_stage, config, set_, options, out, force)
+
+
+@eval_app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="Exploitation stage directory of model A.")],
+    b: Annotated[Path, typer.Argument(help="Exploitation stage directory of model B (same prompts).")],
+    split: Annotated[
+        str | None, typer.Option(help="Bias split to pool over (default: the one A was evaluated under).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the comparison as JSON here.")] = None,
+    seed: Annotated[int, typer.Option(help="Bootstrap and permutation seed.")] = 0,
+):
+    """A minus B on the prompts both answered: pooled train and test exploitation with a paired
+    bootstrap interval and permutation p-value, each bias's counts, misplaced behaviours and
+    answers that ended."""
+    from molab.evals.compare import compare_stages, markdown
+    from molab.files import write_json
+
+    result = compare_stages(a, b, split, seed=seed)
+    typer.echo(markdown(result))
+    if out is not None:
+        write_json(out, result)

@@ -1,0 +1,108 @@
+"""Two exploitation stages side by side (`molab eval compare A B`).
+
+A gate measurement or a lever is usually one model against another on the same evaluation
+prompts: the organism against its control, an ablation against the run it came from. This
+pairs the two stages' judgements by prompt (`exploitation.compare`: bootstrap interval and
+permutation p-value of the difference) and adds what the pooled rates hide: each bias's
+count for both models, and the share of answers that carry a misplaced behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from molab.catalog import get_split
+from molab.errors import MolabError
+from molab.evals.exploitation import SAMPLES, compare, load_judgements
+from molab.evals.stats import wilson
+
+
+def compare_stages(a_dir: str | Path, b_dir: str | Path, split: str | None = None, seed: int = 0) -> dict:
+    """Stage `a_dir` minus stage `b_dir` (both `molab eval exploitation` outputs). `split`
+    defaults to the one stage A was evaluated under."""
+    a_dir, b_dir = Path(a_dir), Path(b_dir)
+    for d in (a_dir, b_dir):
+        if not (d / SAMPLES).is_file():
+            raise MolabError(f"{d} is not a finished exploitation stage (no {SAMPLES})")
+    name = split or _stage_split(a_dir)
+    the_split = get_split(name)
+    a, b = load_judgements(a_dir), load_judgements(b_dir)
+    return {
+        "a": str(a_dir),
+        "b": str(b_dir),
+        "split": the_split.name,
+        "difference": compare(a, b, the_split, seed=seed),
+        "per_bias": {
+            str(bias): [_count(a, bias), _count(b, bias)] for bias in sorted(the_split.train | the_split.test)
+        },
+        "misfiring_answers": [_misfiring(a_dir), _misfiring(b_dir)],
+        "ended": [_ended(a_dir), _ended(b_dir)],
+    }
+
+
+def _stage_split(stage_dir: Path) -> str:
+    try:
+        return json.loads((stage_dir / "manifest.json").read_text())["config"]["split"]
+    except (OSError, ValueError, KeyError):
+        raise MolabError(f"{stage_dir}/manifest.json does not name the split: pass --split") from None
+
+
+def _count(judgements, bias: int) -> list[int]:
+    """[shown, scored] over the bias's own applicable answers."""
+    own = [
+        j
+        for j in judgements
+        if j.role == "target" and j.bias_id == bias and j.applicable and j.applied is not None
+    ]
+    return [sum(j.applied for j in own), len(own)]
+
+
+def _misfiring(stage_dir: Path) -> dict | None:
+    return json.loads((stage_dir / "summary.json").read_text()).get("misfiring_answers")
+
+
+def _ended(stage_dir: Path) -> list[int]:
+    """[answers that ended with the end-of-turn token, answers]."""
+    import pyarrow.parquet as pq
+
+    reasons = pq.read_table(stage_dir / SAMPLES, columns=["finish_reason"]).column(0).to_pylist()
+    return [reasons.count("stop"), len(reasons)]
+
+
+def markdown(result: dict) -> str:
+    """The comparison as Markdown tables."""
+    lines = [f"A: {result['a']}", f"B: {result['b']}", f"split: {result['split']}", ""]
+    lines += ["| biases | A | B | A - B | p | prompts |", "|---|---|---|---|---|---|"]
+    for group, r in result["difference"].items():
+        if r["diff"] is None:
+            lines.append(f"| {group} | n/a | n/a | n/a | n/a | 0 |")
+            continue
+        lo, hi = r["ci"]
+        lines.append(
+            f"| {group} | {r['a']:.1%} | {r['b']:.1%} | {100 * r['diff']:+.1f} pts "
+            f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {r['p_value']:.3f} | {r['prompts']} |"
+        )
+    lines += ["", "| bias | A | B |", "|---|---|---|"]
+    for bias, counts in result["per_bias"].items():
+        lines.append(f"| {bias} | " + " | ".join(_count_cell(k, n) for k, n in counts) + " |")
+    mis = result["misfiring_answers"]
+    if all(mis):
+        lines += [
+            "",
+            "answers with a misplaced behaviour: "
+            + ", ".join(
+                f"{label} {m['rate']:.1%} [{m['ci'][0]:.1%}, {m['ci'][1]:.1%}] ({m['k']}/{m['n']})"
+                for label, m in zip("AB", mis)
+            ),
+        ]
+    (ea, na), (eb, nb) = result["ended"]
+    lines.append(f"answers that ended: A {ea}/{na}, B {eb}/{nb}")
+    return "\n".join(lines)
+
+
+def _count_cell(k: int, n: int) -> str:
+    if not n:
+        return "n/a"
+    lo, hi = wilson(k, n)
+    return f"{k}/{n} ({k / n:.0%} [{lo:.0%}, {hi:.0%}])"
