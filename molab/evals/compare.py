@@ -81,7 +81,7 @@ def markdown(result: dict) -> str:
         lo, hi = r["ci"]
         lines.append(
             f"| {group} | {r['a']:.1%} | {r['b']:.1%} | {100 * r['diff']:+.1f} pts "
-            f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {r['p_value']:.3f} | {r['prompts']} |"
+            f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {_p(r['p_value'])} | {r['prompts']} |"
         )
     lines += ["", "| bias | A | B |", "|---|---|---|"]
     for bias, counts in result["per_bias"].items():
@@ -99,6 +99,10 @@ def markdown(result: dict) -> str:
     (ea, na), (eb, nb) = result["ended"]
     lines.append(f"answers that ended: A {ea}/{na}, B {eb}/{nb}")
     return "\n".join(lines)
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _count_cell(k: int, n: int) -> str:
