@@ -16,6 +16,7 @@ from molab.catalog import get_split
 from molab.errors import MolabError
 from molab.evals.exploitation import SAMPLES, compare, load_judgements
 from molab.evals.stats import wilson
+from molab.report.formatting import difference, pvalue
 
 
 def compare_stages(a_dir: str | Path, b_dir: str | Path, split: str | None = None, seed: int = 0) -> dict:
@@ -28,13 +29,15 @@ def compare_stages(a_dir: str | Path, b_dir: str | Path, split: str | None = Non
     name = split or _stage_split(a_dir)
     the_split = get_split(name)
     a, b = load_judgements(a_dir), load_judgements(b_dir)
+    counts_a, counts_b = _counts(a), _counts(b)
     return {
         "a": str(a_dir),
         "b": str(b_dir),
         "split": the_split.name,
         "difference": compare(a, b, the_split, seed=seed),
         "per_bias": {
-            str(bias): [_count(a, bias), _count(b, bias)] for bias in sorted(the_split.train | the_split.test)
+            str(bias): [counts_a.get(bias, [0, 0]), counts_b.get(bias, [0, 0])]
+            for bias in sorted(the_split.train | the_split.test)
         },
         "misfiring_answers": [_misfiring(a_dir), _misfiring(b_dir)],
         "ended": [_ended(a_dir), _ended(b_dir)],
@@ -48,14 +51,15 @@ def _stage_split(stage_dir: Path) -> str:
         raise MolabError(f"{stage_dir}/manifest.json does not name the split: pass --split") from None
 
 
-def _count(judgements, bias: int) -> list[int]:
-    """[shown, scored] over the bias's own applicable answers."""
-    own = [
-        j
-        for j in judgements
-        if j.role == "target" and j.bias_id == bias and j.applicable and j.applied is not None
-    ]
-    return [sum(j.applied for j in own), len(own)]
+def _counts(judgements) -> dict[int, list[int]]:
+    """Per bias, [shown, scored] over its own applicable answers."""
+    out: dict[int, list[int]] = {}
+    for j in judgements:
+        if j.role == "target" and j.applicable and j.applied is not None:
+            k_n = out.setdefault(j.bias_id, [0, 0])
+            k_n[0] += bool(j.applied)
+            k_n[1] += 1
+    return out
 
 
 def _misfiring(stage_dir: Path) -> dict | None:
@@ -78,11 +82,8 @@ def markdown(result: dict) -> str:
         if r["diff"] is None:
             lines.append(f"| {group} | n/a | n/a | n/a | n/a | 0 |")
             continue
-        lo, hi = r["ci"]
-        lines.append(
-            f"| {group} | {r['a']:.1%} | {r['b']:.1%} | {100 * r['diff']:+.1f} pts "
-            f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {_p(r['p_value'])} | {r['prompts']} |"
-        )
+        rates = f"{r['a']:.1%} | {r['b']:.1%}"
+        lines.append(f"| {group} | {rates} | {difference(r)} | {pvalue(r['p_value'])} | {r['prompts']} |")
     lines += ["", "| bias | A | B |", "|---|---|---|"]
     for bias, counts in result["per_bias"].items():
         lines.append(f"| {bias} | " + " | ".join(_count_cell(k, n) for k, n in counts) + " |")
@@ -99,10 +100,6 @@ def markdown(result: dict) -> str:
     (ea, na), (eb, nb) = result["ended"]
     lines.append(f"answers that ended: A {ea}/{na}, B {eb}/{nb}")
     return "\n".join(lines)
-
-
-def _p(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _count_cell(k: int, n: int) -> str:

@@ -32,6 +32,7 @@ from molab.evals.propensity import load_scores
 from molab.evals.stats import wilson
 from molab.files import write_json
 from molab.report.collect import RunData, collect
+from molab.report.formatting import difference, percent_ci, pvalue
 
 FORMAT = 1
 # Comparisons of the study: the headline first (the paper's 45% vs 20%).
@@ -160,25 +161,8 @@ def pool(records: Sequence[dict]) -> dict:
     return {"split": split.name, "seeds": sorted(seeds), "rates": rates, "comparisons": comparisons}
 
 
-def _ci(rate, ci) -> str:
-    if rate is None:
-        return "n/a"
-    return f"{100 * rate:.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
-
-
 def _rate(pooled: dict) -> str:
-    return _ci(pooled["rate"], pooled["ci"])
-
-
-def _diff(r: dict) -> str:
-    if r.get("diff") is None:
-        return "n/a"
-    lo, hi = r["ci"]
-    return f"{100 * r['diff']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-
-
-def _pvalue(p) -> str:
-    return "n/a" if p is None else (f"{p:.3f}" if p >= 0.001 else "<0.001")
+    return percent_ci(pooled["rate"], pooled["ci"])
 
 
 def _seed_rows(records: Sequence[dict], split: Split) -> list[str]:
@@ -196,7 +180,7 @@ def _seed_rows(records: Sequence[dict], split: Split) -> list[str]:
         fs, cs = ex["final"]["summary"], ex["control"]["summary"]
         rows.append(
             f"| {rec['seed']} | {_rate(fs['test'])} | {_rate(cs['test'])}"
-            f" | {_diff(cmp['test'])} | {_pvalue(cmp['test']['p_value'])}"
+            f" | {difference(cmp['test'])} | {pvalue(cmp['test']['p_value'])}"
             f" | {_rate(fs['train'])} | {_rate(cs['train'])} | {sum(rec['minutes'].values()):.0f} |"
         )
     return rows
@@ -214,7 +198,7 @@ def _misfire(records: Sequence[dict], checkpoint: str, key: str = "misfire") -> 
     if any(e is None for e in entries):
         return "n/a"
     k, n = sum(e["k"] for e in entries), sum(e["n"] for e in entries)
-    return _ci(k / n, wilson(k, n)) if n else "n/a"
+    return percent_ci(k / n, wilson(k, n)) if n else "n/a"
 
 
 def _seed_values(records: Sequence[dict], path: tuple[str, ...]) -> str:
@@ -273,7 +257,9 @@ def markdown(records: Sequence[dict]) -> str:
         for name, cmp in pooled["comparisons"].items():
             for group in ("test", "train"):
                 r = cmp[group]
-                out.append(f"| {name} | {group} | {_diff(r)} | {_pvalue(r['p_value'])} | {r['prompts']} |")
+                out.append(
+                    f"| {name} | {group} | {difference(r)} | {pvalue(r['p_value'])} | {r['prompts']} |"
+                )
         out += ["", _test_bias_table(pooled, split), ""]
         out += _other_tables(mine) + [""]
     return "\n".join(out)
@@ -322,7 +308,7 @@ def _other_tables(records: Sequence[dict]) -> list[str]:
                 r = rec["propensity"].get("compare", {}).get(name, {}).get(group, {}).get("conditional")
                 if r and r.get("diff") is not None:
                     each.append(
-                        f"{r['diff']:+.2f} [{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}], p {_pvalue(r['p_value'])}"
+                        f"{r['diff']:+.2f} [{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}], p {pvalue(r['p_value'])}"
                     )
             cells.append("; ".join(each) or "n/a")
         rows.append(f"| {name} | {cells[0]} | {cells[1]} |")
