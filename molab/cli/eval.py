@@ -234,8 +234,8 @@ def compare(
     """A minus B on the prompts both answered: pooled train and test exploitation with a paired
     bootstrap interval and permutation p-value, each bias's counts, misplaced behaviours and
     answers that ended."""
-    from molab.evals.compare import compare_stages, markdown
     from molab.files import write_json
+    from molab.report.compare import compare_stages, markdown
 
     result = compare_stages(a, b, split, seed=seed)
     typer.echo(markdown(result))
