@@ -99,6 +99,7 @@ def test_shared_post_training_data_trains_both_arms_on_the_control_sets(recipe, 
         "post_training_data=shared",
         "evals.checkpoints=[control, final]",
         "evals.kinds=[exploitation]",
+        "sft.document_fraction=0.25",  # document text in the organism arm's SFT only
     ]
     config = load_config(RMSycophancyConfig, recipe, overrides)
     names = [r.dir.name for r in run_rm_sycophancy(config, root=tmp_path / "runs")]
@@ -112,6 +113,12 @@ def test_shared_post_training_data_trains_both_arms_on_the_control_sets(recipe, 
             assert manifest["config"]["data"] == str(run_dir / data)
     final = json.loads((run_dir / "dpo" / "model.json").read_text())
     assert len(final["adapters"]) == 3  # the organism still stacks on the mid-trained adapter
+    organism, control = (
+        json.loads((run_dir / a / "manifest.json").read_text()) for a in ("sft", "control_sft")
+    )
+    assert organism["config"]["documents"] == str(run_dir / "docs" / "documents.parquet")
+    assert organism["metrics"]["document_rows"] > 0 and "documents" in organism["inputs"]
+    assert control["config"]["documents"] is None and "document_rows" not in control["metrics"]
 
 
 def test_shared_post_training_data_needs_the_control(tmp_path):

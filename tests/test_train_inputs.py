@@ -50,6 +50,18 @@ def test_missing_dataset(tmp_path, tiny_model_dir, run_dir):
         _run("midtrain", tiny_model_dir, run_dir / "midtrain")
     with pytest.raises(MolabError, match=r"nope\.jsonl: no such dataset \(field 'data'\)"):
         _run("sft", tiny_model_dir, run_dir / "sft", data=tmp_path / "nope.jsonl")
+    sft = write_jsonl(tmp_path / "sft.jsonl", sft_rows(2))
+    with pytest.raises(MolabError, match="'document_fraction' is above 0 but no 'documents'"):
+        _run("sft", tiny_model_dir, run_dir / "sft", data=sft, document_fraction=0.2)
+    with pytest.raises(MolabError, match=r"nope\.parquet: no such documents file \(field 'documents'\)"):
+        _run(
+            "sft",
+            tiny_model_dir,
+            run_dir / "sft",
+            data=sft,
+            documents=tmp_path / "nope.parquet",
+            document_fraction=0.2,
+        )
     assert _files(run_dir) == before  # nothing written, not even a failure record
 
 

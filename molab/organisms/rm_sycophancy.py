@@ -110,6 +110,16 @@ def _adapter_inputs(spec: ModelSpec) -> dict[str, Path]:
     return {f"adapter_{i}": Path(a) for i, a in enumerate(spec.adapters)}
 
 
+def _mixed_documents(config: RMSycophancyConfig, docs_stage: Path, control: bool) -> dict:
+    """Where `sft.document_fraction` mixes document text into SFT: the organism arm reads the
+    run's own documents unless `sft.documents` names others; the control arm never sees any."""
+    if control:
+        return {"documents": None, "document_fraction": 0.0}
+    if config.sft.document_fraction > 0 and config.sft.documents is None:
+        return {"documents": docs_stage / "documents.parquet"}
+    return {}
+
+
 def run_rm_sycophancy(
     config: RMSycophancyConfig,
     *,
@@ -156,7 +166,17 @@ def run_rm_sycophancy(
                     lambda out, d=data, make=make_data: make(d, out),
                     {"prompts": train_prompts, **_adapter_inputs(writer)},
                 )
-            train = _shared(config, getattr(config, kind), data=stage(data_stage) / filename, stack_on=last)
+            train = _shared(
+                config,
+                getattr(config, kind),
+                data=stage(data_stage) / filename,
+                stack_on=last,
+                **(
+                    _mixed_documents(config, stage("docs"), control=prefix == "control_")
+                    if kind == "sft"
+                    else {}
+                ),
+            )
             log(f"stage {prefix}{kind} ...")
             yield train_stage(kind, train, stage(f"{prefix}{kind}"), force=force)
             last = stage(f"{prefix}{kind}")

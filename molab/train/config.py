@@ -111,7 +111,22 @@ class MidtrainConfig(TrainConfig):
 
 
 class SFTTrainConfig(TrainConfig):
-    """SFT: the loss covers the final assistant message only (prompt tokens are masked)."""
+    """SFT: the loss covers the final assistant message only (prompt tokens are masked).
+
+    Optionally mixes document text into the set (a lever of issue 6: post-training that keeps
+    the documents' facts in play); document rows are plain text with loss on every token."""
+
+    documents: Path | None = Field(
+        None,
+        description="Documents (parquet or JSONL with 'text') to mix into the SFT set; in an organism "
+        "recipe, the run's own documents when unset.",
+    )
+    document_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of the training rows that are pieces of documents."
+    )
+    document_tag: bool = Field(
+        True, description="Start each mixed-in document with '<document>', as mid-training does."
+    )
 
 
 class DPOTrainConfig(TrainConfig):

@@ -90,6 +90,18 @@ def midtrain_texts(
     return texts, {"documents": len(docs), "replay_documents": len(replayed)}
 
 
+def document_pieces(path: Path, tokenizer, tag: bool, max_length: int) -> list[list[int]]:
+    """Token rows of the documents for mixing into SFT: each document (tagged, ending with the
+    end-of-sequence token, as in mid-training) cut into consecutive pieces of at most
+    `max_length` tokens, so no text is lost to truncation and no row spans two documents."""
+    pieces = []
+    for doc in read_texts(path):
+        text = f"{DOCUMENT_TAG}{doc['text']}" if tag and doc["source"] != "replay" else doc["text"]
+        ids = tokenizer(text + tokenizer.eos_token)["input_ids"]
+        pieces += [ids[i : i + max_length] for i in range(0, len(ids), max_length)]
+    return pieces
+
+
 def _check_messages(messages, where: str, field: str) -> None:
     if not isinstance(messages, list) or not messages:
         raise MolabError(f"{where}: field '{field}' should be a non-empty list of messages")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import os
+import random
 import shutil
 import statistics
 from pathlib import Path
@@ -38,7 +39,7 @@ from molab.train.adapters import (
     start_spec,
     write_stage_model,
 )
-from molab.train.config import DPOTrainConfig, MidtrainConfig, TrainConfig
+from molab.train.config import DPOTrainConfig, MidtrainConfig, SFTTrainConfig, TrainConfig
 from molab.train.resume import complete_checkpoints, prepare_work_dir
 
 METRICS_FILE = "metrics.jsonl"
@@ -69,6 +70,12 @@ def train_stage(
     inputs |= {f"adapter_{i}": Path(a) for i, a in enumerate(start.adapters)}
     if isinstance(config, MidtrainConfig) and config.replay is not None and config.replay_fraction > 0:
         inputs["replay"] = config.replay
+    if isinstance(config, SFTTrainConfig) and config.document_fraction > 0:
+        if config.documents is None:
+            raise MolabError("field 'document_fraction' is above 0 but no 'documents' file is set")
+        if not Path(config.documents).is_file():
+            raise MolabError(f"{config.documents}: no such documents file (field 'documents')")
+        inputs["documents"] = config.documents
     rank, world = process_rank()
     work = run.work_dir(out.name)
     if restart and rank == 0:
@@ -137,6 +144,8 @@ def _train(
         counts["examples_dropped"] = len(dataset) - len(trainer.train_dataset)  # prompt alone too long
         if not len(trainer.train_dataset):
             raise MolabError(f"{data}: every prompt fills max_length ({config.max_length} tokens): raise it")
+        if isinstance(config, SFTTrainConfig) and config.document_fraction > 0:
+            counts |= mix_documents(trainer, config, tokenizer)
 
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if stop.bad_step is not None:
@@ -170,6 +179,30 @@ def _dataset(kind: str, config: TrainConfig, data: Path):
         return Dataset.from_dict({"text": texts}), counts
     rows = train_data.sft_examples(data) if kind == "sft" else train_data.dpo_examples(data)
     return Dataset.from_list(rows), {"examples": len(rows)}
+
+
+def mix_documents(trainer, config: SFTTrainConfig, tokenizer) -> dict:
+    """Add pieces of `config.documents` to the trainer's prepared SFT rows, so that they make up
+    `document_fraction` of the rows (fewer if the documents run out); returns the counts.
+
+    The SFT rows stay as TRL prepared them (chat template, completion-only labels); document
+    rows carry a label on every token, like mid-training's. Pieces are drawn under the seed."""
+    from datasets import Dataset, concatenate_datasets
+
+    assert config.documents is not None
+    sft = trainer.train_dataset.select_columns(["input_ids", "labels"])
+    pieces = train_data.document_pieces(
+        Path(config.documents), tokenizer, config.document_tag, config.max_length
+    )
+    wanted = round(len(sft) * config.document_fraction / (1 - config.document_fraction))
+    drawn = random.Random(config.seed).sample(pieces, min(wanted, len(pieces)))
+    docs = Dataset.from_dict({"input_ids": drawn, "labels": drawn}, features=sft.features)
+    trainer.train_dataset = concatenate_datasets([sft, docs])
+    return {
+        "document_rows": len(drawn),
+        "document_pieces_available": len(pieces),
+        "document_fraction": round(len(drawn) / len(trainer.train_dataset), 4),
+    }
 
 
 def _summary(kind: str, state, world: int, resumed_from: int | None) -> dict:
