@@ -161,6 +161,27 @@ def test_full_fine_tuning_writes_a_standalone_model(tmp_path, tiny_model_dir):
     assert _margin(stage_model(dpo.dir), dpo_rows(4)) > _margin(stage_model(sft.dir), dpo_rows(4))
 
 
+def test_full_fine_tuning_stacked_on_an_adapter_stage_trains_every_weight(stages, tmp_path):
+    """Stacking merges the earlier adapters, and PEFT's merge leaves the weights frozen: a full
+    fine-tune on top must unfreeze them, or no loss has a gradient."""
+    model, _, _ = load_start_model(stage_model(stages["midtrain"].dir), "full")
+    assert all(p.requires_grad for p in model.parameters())
+    frozen, _, _ = load_start_model(stage_model(stages["midtrain"].dir), "lora")
+    assert not any(p.requires_grad for p in frozen.parameters())
+
+    base = stages["midtrain"].manifest["config"]["model"]["name"]
+    config = SFTTrainConfig(
+        model=ModelSpec(name=base),
+        stack_on=stages["midtrain"].dir,
+        max_steps=3,
+        data=write_jsonl(tmp_path / "sft.jsonl", sft_rows(4)),
+        **COMMON | dict(method="full", learning_rate=1e-3),
+    )
+    sft = train_stage("sft", config, tmp_path / "sft")
+    assert _losses(sft)[-1] < _losses(sft)[0]
+    assert stage_model(sft.dir) == ModelSpec(name=str(sft.dir / "model"))
+
+
 def test_what_the_loss_covers(tmp_path, tiny_model_dir):
     """SFT trains on the assistant's answer and its end-of-turn token only, with SmolLM2's
     template (no `{% generation %}` markers); mid-training on every token of full rows."""

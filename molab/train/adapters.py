@@ -73,7 +73,7 @@ def training_dtype(spec: ModelSpec, method: str):
 
 def load_start_model(spec: ModelSpec, method: str):
     """(model, tokenizer, model_dir): the base with `spec.adapters` merged into its weights, on
-    the CPU (the trainer places it)."""
+    the CPU (the trainer places it); every weight trainable for `method` 'full'."""
     from transformers import AutoModelForCausalLM
 
     model_dir = resolve_model_dir(spec.name, spec.revision)
@@ -87,7 +87,10 @@ def load_start_model(spec: ModelSpec, method: str):
         )
     except (OSError, ValueError) as e:
         raise MolabError(f"cannot load the model in {model_dir}: {e}") from e
-    return stack_frozen(model, spec.adapters), tokenizer, model_dir
+    model = stack_frozen(model, spec.adapters)
+    if method == "full":
+        model.requires_grad_(True)  # PEFT leaves merged weights frozen; a full fine-tune trains them
+    return model, tokenizer, model_dir
 
 
 def stack_frozen(model, adapters: list[str]):
