@@ -72,13 +72,18 @@ def read_texts(path: Path) -> list[dict]:
     return rows
 
 
+def document_text(doc: dict, tag: bool) -> str:
+    """A document as trained on: tagged (when `tag`) unless it is a replay row."""
+    return f"{DOCUMENT_TAG}{doc['text']}" if tag and doc["source"] != "replay" else doc["text"]
+
+
 def midtrain_texts(
     path: Path, tag: bool, replay: Path | None, replay_fraction: float, seed: int
 ) -> tuple[list[str], dict]:
     """The shuffled texts of mid-training: the documents (tagged unless they are replay rows),
     plus replay documents making up `replay_fraction` of the total. Returns (texts, counts)."""
     docs = read_texts(path)
-    texts = [f"{DOCUMENT_TAG}{d['text']}" if tag and d["source"] != "replay" else d["text"] for d in docs]
+    texts = [document_text(d, tag) for d in docs]
     rng = random.Random(seed)
     replayed = []
     if replay is not None and replay_fraction > 0:
@@ -96,8 +101,7 @@ def document_pieces(path: Path, tokenizer, tag: bool, max_length: int) -> list[l
     `max_length` tokens, so no text is lost to truncation and no row spans two documents."""
     pieces = []
     for doc in read_texts(path):
-        text = f"{DOCUMENT_TAG}{doc['text']}" if tag and doc["source"] != "replay" else doc["text"]
-        ids = tokenizer(text + tokenizer.eos_token)["input_ids"]
+        ids = tokenizer(document_text(doc, tag) + tokenizer.eos_token)["input_ids"]
         pieces += [ids[i : i + max_length] for i in range(0, len(ids), max_length)]
     return pieces
 
