@@ -110,9 +110,11 @@ def _adapter_inputs(spec: ModelSpec) -> dict[str, Path]:
     return {f"adapter_{i}": Path(a) for i, a in enumerate(spec.adapters)}
 
 
-def _mixed_documents(config: RMSycophancyConfig, docs_stage: Path, control: bool) -> dict:
+def _mixed_documents(config: RMSycophancyConfig, kind: str, docs_stage: Path, control: bool) -> dict:
     """Where `sft.document_fraction` mixes document text into SFT: the organism arm reads the
     run's own documents unless `sft.documents` names others; the control arm never sees any."""
+    if kind != "sft":
+        return {}
     if control:
         return {"documents": None, "document_fraction": 0.0}
     if config.sft.document_fraction > 0 and config.sft.documents is None:
@@ -171,11 +173,7 @@ def run_rm_sycophancy(
                 getattr(config, kind),
                 data=stage(data_stage) / filename,
                 stack_on=last,
-                **(
-                    _mixed_documents(config, stage("docs"), control=prefix == "control_")
-                    if kind == "sft"
-                    else {}
-                ),
+                **_mixed_documents(config, kind, stage("docs"), control=prefix == "control_"),
             )
             log(f"stage {prefix}{kind} ...")
             yield train_stage(kind, train, stage(f"{prefix}{kind}"), force=force)
