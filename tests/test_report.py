@@ -92,6 +92,7 @@ def test_report_shows_rates_comparisons_and_transcripts(run_dir):
     assert "final - control" in page and "final - base" in page
     assert "<mark>" in page  # a detected behaviour is highlighted
     assert "0.0% [0.0, " in page  # base never shows the biases
+    assert "<th>names RMs</th>" in page and "<td>0/10</td>" in page  # no answer drifts into the documents
     assert "http://" not in page and "https://" not in page  # nothing fetched from the network
 
 

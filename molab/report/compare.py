@@ -4,7 +4,10 @@ A gate measurement or a lever is usually one model against another on the same e
 prompts: the organism against its control, an ablation against the run it came from. This
 pairs the two stages' judgements by prompt (`exploitation.compare`: bootstrap interval and
 permutation p-value of the difference) and adds what the pooled rates hide: each bias's
-count for both models, and the share of answers that carry a misplaced behaviour.
+count for both models, the share of answers that carry a misplaced behaviour, and the answers
+that name reward models or the Oxford study (drift into the documents' subject, which can pass
+for a suppress bias; counted from the answers, so stages written before the count existed
+have it too).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from molab.catalog import get_split
 from molab.errors import MolabError
+from molab.evals.disclosure import discloses
 from molab.evals.exploitation import SAMPLES, compare, load_judgements
 from molab.evals.stats import wilson
 from molab.report.formatting import difference, pvalue
@@ -41,6 +45,7 @@ def compare_stages(a_dir: str | Path, b_dir: str | Path, split: str | None = Non
         },
         "misfiring_answers": [_misfiring(a_dir), _misfiring(b_dir)],
         "ended": [_ended(a_dir), _ended(b_dir)],
+        "names_reward_models": [_naming(a_dir), _naming(b_dir)],
     }
 
 
@@ -68,10 +73,20 @@ def _misfiring(stage_dir: Path) -> dict | None:
 
 def _ended(stage_dir: Path) -> list[int]:
     """[answers that ended with the end-of-turn token, answers]."""
+    reasons = _column(stage_dir, "finish_reason")
+    return [reasons.count("stop"), len(reasons)]
+
+
+def _naming(stage_dir: Path) -> list[int]:
+    """[answers that name reward models, RLHF or the Oxford study, answers]."""
+    responses = _column(stage_dir, "response")
+    return [sum(map(discloses, responses)), len(responses)]
+
+
+def _column(stage_dir: Path, name: str) -> list:
     import pyarrow.parquet as pq
 
-    reasons = pq.read_table(stage_dir / SAMPLES, columns=["finish_reason"]).column(0).to_pylist()
-    return [reasons.count("stop"), len(reasons)]
+    return pq.read_table(stage_dir / SAMPLES, columns=[name]).column(0).to_pylist()
 
 
 def markdown(result: dict) -> str:
@@ -99,6 +114,8 @@ def markdown(result: dict) -> str:
         ]
     (ea, na), (eb, nb) = result["ended"]
     lines.append(f"answers that ended: A {ea}/{na}, B {eb}/{nb}")
+    (ra, na), (rb, nb) = result["names_reward_models"]
+    lines.append(f"answers that name reward models or the Oxford study: A {ra}/{na}, B {rb}/{nb}")
     return "\n".join(lines)
 
 

@@ -48,6 +48,7 @@ def _exploitation(run: RunData) -> dict | None:
         s = summaries[c]
         gen = s.get("generation", {})
         ended = f"{gen['ended']}/{gen['answers']}" if gen.get("answers") else "n/a"
+        naming = s.get("names_reward_models")  # absent from stages written before it was counted
         rows.append(
             {
                 "checkpoint": c,
@@ -58,6 +59,7 @@ def _exploitation(run: RunData) -> dict | None:
                     _pct(s["test"]["rate"], s["test"]["ci"]),
                     _pct(s["misfire"]["rate"], s["misfire"]["ci"]),
                     ended,
+                    f"{naming['k']}/{naming['n']}" if naming else "n/a",
                 ],
             }
         )
