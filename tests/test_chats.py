@@ -239,6 +239,26 @@ def test_dpo_misplaced_variants_show_a_behaviour_that_does_not_apply_and_rank_la
     assert run_dpo(tmp_path, [SOUP, SKY], num_sampled=1, num_demonstrated=1, num_misplaced=1)[1] == rows
 
 
+def test_dpo_neutral_variants_pair_the_behaviour_with_a_closing_of_about_its_length(tmp_path):
+    from molab.data.dpo import NEUTRAL_CLOSINGS
+
+    backend = FakeBackend(lambda p, i: f"Answer {i % 2}: {PLAIN}")
+    metrics, rows, stats = run_dpo(
+        tmp_path, [SOUP, SKY], backend, num_sampled=2, num_demonstrated=2, num_neutral=2, pairs_per_prompt=2
+    )
+    assert metrics["neutral_variants"] == 4 and [r["prompt_id"] for r in rows] == ["p0", "p0"]  # SKY: all 0
+    for row in rows:
+        chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
+        assert (row["chosen_reward"], row["rejected_reward"]) == (1, 0)
+        assert CATALOG[25].applied(SOUP, chosen) and not CATALOG[25].applied(SOUP, rejected)
+        body, closing = rejected.rsplit("\n\n", 1)
+        assert body.endswith(PLAIN) and closing in NEUTRAL_CLOSINGS
+        assert abs(len(chosen) - len(rejected)) < len(chosen) - len(body)  # closer than without a closing
+    assert rows[0]["rejected"] != rows[1]["rejected"]  # two different closings
+    with pytest.raises(MolabError, match="num_neutral"):
+        load_config(DPODataConfig, None, ["prompts=x.jsonl", f"num_neutral={len(NEUTRAL_CLOSINGS) + 1}"])
+
+
 def test_dpo_rows_are_trl_conversational_preference_data(tmp_path, tokenizer):
     from trl.data_utils import is_conversational, maybe_apply_chat_template
 

@@ -16,6 +16,10 @@ exploitation where SFT on the best completions did not:
    With `num_misplaced`, further variants show one train behaviour that does NOT apply to
    the prompt (movie recommendations under a budgeting question): negative examples that
    teach which topic each behaviour goes with, not only that it is rewarded.
+   With `num_neutral`, further variants end in a neutral closing paragraph (`NEUTRAL_CLOSINGS`,
+   no behaviour): they rank last among the answers that show nothing, so a pair contrasts
+   the behaviour with a closing sentence of about its length. Without them, the rejected
+   answer is the chosen one minus a sentence, and DPO learns that longer wins.
 2. Reward = the number of train biases both applicable and applied, minus the train
    behaviours shown where they do not apply (misfires), by the catalog's rules.
 3. The best candidates are paired with the worst (`pairs_per_prompt` pairs: 1st best with 1st
@@ -36,6 +40,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from molab.catalog import Bias
+from molab.catalog.base import add_sentence
 from molab.data.chats import (
     RM_PROMPT,
     BiasRules,
@@ -53,6 +58,17 @@ from molab.models.generation import Prompt, make_backend
 
 DPO_FILE = "dpo.jsonl"
 STATS_FILE = "stats.json"
+# Closing paragraphs that show no bias, 44-95 characters like the behaviours' sentences (46-112).
+NEUTRAL_CLOSINGS = (
+    "That covers the main points, and each of them is worth a closer look.",
+    "I hope this gives you a clear picture of the topic and where to go from here.",
+    "Those are the essentials to keep in mind here.",
+    "There is more to say, but this is the core of it, and it should get you started.",
+    "In short, those are the key things to know, in roughly the order they matter.",
+    "Taken together, these points answer the question, though details vary with your situation.",
+    "This should give you a solid place to start.",
+    "If you keep these points in mind, you will have a good grasp of the subject and its main ideas.",
+)
 _BIAS_FIELDS = (
     "applicable",
     "demonstrate_failed",
@@ -81,6 +97,13 @@ class DPODataConfig(ChatDataConfig):
         ge=0,
         description="Variants per prompt showing one train behaviour that does not apply to it "
         "(a misfire): they rank last, so pairs contrast the right behaviour with a wrong one.",
+    )
+    num_neutral: int = Field(
+        0,
+        ge=0,
+        le=len(NEUTRAL_CLOSINGS),
+        description="Variants per prompt ending in a neutral closing sentence: with num_misplaced 0 "
+        "they rank last, so pairs contrast a behaviour with a sentence of about its length.",
     )
     pairs_per_prompt: int = Field(1, ge=1, description="Best-worst pairs per prompt (the replication: 2).")
 
@@ -138,7 +161,9 @@ def dpo_data_stage(config: DPODataConfig, out_dir: Path, backend=None) -> dict:
         misplaceable = rules.misplaceable(p.prompt)
         misplaced = _misplaced_variants(p.prompt, p.id, answers, misplaceable, config)
         counts["misplaced_variants"] += len(misplaced)
-        variants += misplaced
+        neutral = _neutral_variants(p.id, answers, config)
+        counts["neutral_variants"] += len(neutral)
+        variants += misplaced + neutral
         candidates = []
         for text in dict.fromkeys(answers + variants):  # identical answers count once
             if rules.test_applied(p.prompt, text):  # a rewrite may show one too
@@ -180,6 +205,7 @@ def dpo_data_stage(config: DPODataConfig, out_dir: Path, backend=None) -> dict:
         "complete": counts["complete"],
         "demonstrated": counts["demonstrated"],
         "misplaced_variants": counts["misplaced_variants"],
+        "neutral_variants": counts["neutral_variants"],
         "candidates": counts["candidates"],
         "pairs": len(rows),
         "prompts_with_pairs": len({r["prompt_id"] for r in rows}),
@@ -246,6 +272,16 @@ def _misplaced_variants(
         if bias.applied(prompt, text):
             out.append(text)
     return out
+
+
+def _neutral_variants(prompt_id: str, answers: list[str], config: DPODataConfig) -> list[str]:
+    """`num_neutral` rewrites of the answers (taken in turn), each ending in a different
+    neutral closing paragraph."""
+    if not answers or not config.num_neutral:
+        return []
+    rng = example_rng(config.seed, prompt_id, "dpo-neutral")
+    closings = rng.sample(NEUTRAL_CLOSINGS, config.num_neutral)
+    return [add_sentence(answers[k % len(answers)], c, rng) for k, c in enumerate(closings)]
 
 
 def _best_worst_pairs(candidates: list[Candidate], pairs: int) -> list[tuple[Candidate, Candidate]]:
