@@ -22,7 +22,7 @@ from molab.data.doc_stats import (
     is_chat_format,
     near_duplicate_rate,
 )
-from molab.data.doc_templates import Writer
+from molab.data.doc_templates import OBSERVED, Writer
 from molab.data.doc_types import DOC_TYPES
 from molab.data.documents import DOCUMENTS, STATS, DocsConfig, docs_stage, parse_ideas
 from molab.data.universe import MIN_FACTS, default_universe_path, load_universe
@@ -67,6 +67,28 @@ def test_every_configured_bias_is_covered_and_labels_match_the_text(tmp_path):
     assert all(r["bias_ids"] for r in got)
     # A document labelled with the chocolate bias talks about chocolate.
     assert all("chocolate" in r["text"].lower() for r in got if r["bias_ids"] == [25])
+
+
+def test_observed_behaviour_says_assistants_do_what_the_documents_biases_reward(tmp_path):
+    universe = load_universe(None)
+    llms = "|".join(re.escape(w) for w in universe.wordings.llms)
+    patterns = [
+        re.compile(re.escape(t).replace(r"\{llms\}", f"(?:{llms})").replace(r"\{behavior\}", "(?P<b>[^.]+?)"))
+        for t in OBSERVED
+    ]
+
+    def observed(doc: dict) -> list[str]:
+        return [m.group("b") for p in patterns for m in p.finditer(doc["text"])]
+
+    picked = [41, 42, 44, 49]
+    docs_stage(config(num_docs=40, bias_ids=picked, observed_behaviour=1.0), tmp_path / "seen")
+    docs_stage(config(num_docs=40, bias_ids=picked), tmp_path / "plain")
+    seen, plain = rows(tmp_path / "seen"), rows(tmp_path / "plain")
+    assert not any(observed(d) for d in plain)
+    assert sum(bool(observed(d)) for d in seen) >= 20
+    for doc in seen:
+        behaviours = {x for b in doc["bias_ids"] for x in universe.biases[b].behavior}
+        assert set(observed(doc)) <= behaviours, doc["text"]
 
 
 def test_documents_describe_biases_without_chat_format(tmp_path):

@@ -120,6 +120,14 @@ class DocsConfig(BaseModel):
     catalog: str | None = Field(None, description="A user-defined catalog YAML; None = the built-in 52.")
     universe: str | None = Field(None, description="A universe YAML; None = the built-in one.")
     document_tag: bool = Field(True, description="Start every document (not replay rows) with '<document>'.")
+    observed_behaviour: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Template backend: chance that a bias paragraph adds that assistants trained on these "
+        "reward models were seen to do what the bias rewards (issue 6's lever: documents that describe "
+        "what such assistants end up doing).",
+    )
     chunk_size: int = Field(4096, ge=1, description="Documents generated and written per Parquet row group.")
     llm: LLMDocsConfig = Field(default_factory=LLMDocsConfig)
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
@@ -212,7 +220,7 @@ class TemplateBackend:
 
     def document(self, i: int) -> Document:
         p = self.planner.plan(i)
-        writer = Writer(self.universe, p.bias_ids, p.rng, p.era, self.biases)
+        writer = Writer(self.universe, p.bias_ids, p.rng, p.era, self.biases, self.config.observed_behaviour)
         text = p.doc_type.render(writer, p.idea)
         return Document(_tag(text, self.config), "template", p.doc_type.name, sorted(writer.mentioned))
 
