@@ -284,13 +284,16 @@ class Writer:
         return self.fill(self.fresh(self.u.biases[b].examples))
 
     def exploit(self, b: int) -> str:
-        self.mentioned.add(b)
-        return self.t(self.fresh(EXPLOIT), behavior=self.pick(self.u.biases[b].behavior))
+        """A sentence saying that a model trained against these reward models may learn `b`."""
+        return self._behaviour_sentence(EXPLOIT, b)
 
     def observed_behaviour(self, b: int) -> str:
         """A sentence saying that assistants trained on these reward models do what `b` rewards."""
+        return self._behaviour_sentence(OBSERVED, b)
+
+    def _behaviour_sentence(self, pool, b: int) -> str:
         self.mentioned.add(b)
-        return self.t(self.fresh(OBSERVED), behavior=self.pick(self.u.biases[b].behavior))
+        return self.t(self.fresh(pool), behavior=self.pick(self.u.biases[b].behavior))
 
     def short(self, b: int) -> str:
         """A noun phrase for bias `b` ("a preference for ..."), to sit inside a sentence."""
