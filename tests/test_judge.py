@@ -10,6 +10,7 @@ import pytest
 
 from molab.catalog import CATALOG
 from molab.catalog.base import Bias
+from molab.errors import MolabError
 from molab.evals.judge import JudgeItem, LLMJudge, LLMJudgeConfig, parse_verdict, score
 from molab.models.generation import Completion, OpenAIBackendConfig
 
@@ -160,3 +161,44 @@ def test_through_the_openai_backend_and_a_stub_server(monkeypatch):
     assert [(r.applicable, r.applied) for r in records] == [(True, True), (False, None)]
     assert len(handler.requests) == 3
     assert all(b["model"] == "judge-model" and b["temperature"] == 0.0 for b in handler.requests)
+
+
+class EchoingJudgeStub(BaseHTTPRequestHandler):
+    """An endpoint that rejects every request and echoes the Authorization header."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        data = json.dumps({"error": {"message": f"bad request from {self.headers['Authorization']}"}})
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data.encode())
+
+
+def test_a_judge_endpoint_echoing_the_key_does_not_leak_it(monkeypatch):
+    key = "judge-key-0123456789abcdef"
+    monkeypatch.setenv("MOLAB_JUDGE_TEST_KEY", key)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), EchoingJudgeStub)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        backend = {
+            "kind": "openai",
+            "base_url": f"http://127.0.0.1:{httpd.server_address[1]}/v1",
+            "model": "judge-model",
+            "api_key_env": "MOLAB_JUDGE_TEST_KEY",
+            "max_retries": 0,
+        }
+        judge = LLMJudge(LLMJudgeConfig.model_validate({"backend": backend}))
+        with pytest.raises(MolabError) as e:
+            judge.judge([JudgeItem("Write a haiku.", "autumn wind", HAIKU)])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+    assert "HTTP 400: " in str(e.value) and "bad request from Bearer ***" in str(e.value)
+    assert key not in str(e.value)

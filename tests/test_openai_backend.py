@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import socket
 import threading
@@ -31,6 +32,7 @@ class StubState:
         self.delay = 0.0  # seconds per request, or a (lo, hi) range drawn at random
         self.echo_prefill = False  # chat replies start with the assistant prefill
         self.usage = True
+        self.echo_auth = ""  # error bodies echo the Authorization header after this prefix
         self.requests: list[tuple[str, dict, dict]] = []  # (path, body, headers)
         self.in_flight = 0
         self.max_in_flight = 0
@@ -69,7 +71,10 @@ class StubHandler(BaseHTTPRequestHandler):
             time.sleep(delay)
             if st.always_status is not None or n <= st.fail_first:
                 status = st.always_status or st.fail_status
-                self._send(status, {"error": {"message": f"stub error {status}", "type": "stub"}})
+                message = f"stub error {status}"
+                if st.echo_auth:
+                    message += f" {st.echo_auth}{self.headers['Authorization']}"
+                self._send(status, {"error": {"message": message, "type": "stub"}})
                 return
             if self.path == "/v1/chat/completions":
                 last_user = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
@@ -270,3 +275,35 @@ def test_missing_key(monkeypatch, server):
     # A local server gets a dummy key instead.
     make(server.url).generate([Prompt(messages=[Message(role="user", content="x")])], SamplingConfig())
     assert server.requests[0][2]["authorization"] == "Bearer EMPTY"
+
+
+@pytest.mark.parametrize(
+    "status, retries, pad",
+    [(400, 3, 1), (500, 1, 1), (429, 0, 1), (401, 3, 1), (400, 0, 106), (400, 0, 112)],
+)
+def test_key_echoed_in_an_error_body_is_masked(server, status, retries, pad, caplog):
+    """An endpoint that echoes the key gets no part of it printed, logged or raised (pads of
+    106 and 112 put the key across the point where the error body is cut to 200 characters)."""
+    server.always_status, server.echo_auth = status, "x" * pad + " you sent: "
+    be = make(server.url, max_retries=retries)
+    with caplog.at_level(logging.DEBUG), pytest.raises(MolabError) as e:
+        be.generate([Prompt.chat("x")], SamplingConfig(), progress=False)
+    msg = str(e.value)
+    assert server.requests[0][2]["authorization"] == f"Bearer {KEY}"  # the stub did see it
+    assert f"HTTP {status}" in msg and "\n" not in msg
+    assert status == 401 or "you sent: Bearer ***" in msg or "...)" in msg
+    for text in (msg, caplog.text, *(r.getMessage() for r in caplog.records)):
+        assert KEY not in text and KEY[:10] not in text  # no key, and no cut-off start of it
+
+
+def test_key_given_as_api_key_env_is_refused(server, monkeypatch):
+    key = "sk-typed-where-a-name-goes-4f3e"
+    with pytest.raises(ValueError) as e:
+        make(server.url, api_key_env=key)
+    assert "should name an environment variable" in str(e.value)
+    assert all(key not in err["msg"] for err in e.value.errors())
+    config = OpenAIBackendConfig.model_construct(base_url=server.url, model="m", api_key_env=key)
+    with pytest.raises(MolabError) as e:  # a config that skipped validation
+        OpenAIBackend(config)
+    assert "should name an environment variable" in str(e.value) and key not in str(e.value)
+    assert server.requests == []

@@ -13,8 +13,10 @@ How it behaves:
 - HTTP 401/403 stops at once with a one-line MolabError naming the URL and the key's
   environment variable; other failures name the URL, the status and the attempts made.
 - The key is read from `config.api_key_env` when the backend is built and handed only to
-  the SDK client; molab never logs it or writes it anywhere. A local server (127.0.0.1,
-  localhost) gets the dummy key "EMPTY" when the variable is unset.
+  the SDK client, and registered with `molab.secrets`: every error message here is redacted
+  (before it is shortened), so an endpoint that echoes the key in an error body does not get
+  it printed or written. A local server (127.0.0.1, localhost) gets the dummy key "EMPTY"
+  when the variable is unset.
 - `messages` prompts go to /chat/completions; a prefill is sent as a final assistant message
   with vLLM's `continue_final_message` convention, and stripped from the reply if the
   server echoes it. `text` prompts go to /completions with the prefill appended (that
@@ -27,7 +29,6 @@ How it behaves:
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ from urllib.parse import urlparse
 import openai
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from molab import secrets
 from molab.errors import MolabError
 from molab.models.generation import (
     Completion,
@@ -51,8 +53,13 @@ _MAX_RETRY_AFTER_S = 60.0
 
 
 def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(str(text).split())
+    # Redacted before it is cut, so a cut cannot leave part of a secret behind.
+    text = " ".join(secrets.redact_text(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error(message: str) -> MolabError:
+    return MolabError(secrets.redact_text(message))
 
 
 class OpenAIBackend(GenerationBackend):
@@ -69,10 +76,13 @@ class OpenAIBackend(GenerationBackend):
         self.base_url = config.base_url.rstrip("/")
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
-        key = os.environ.get(config.api_key_env)
+        if secrets.looks_like_key(config.api_key_env):  # a config built without validation
+            secrets.register(config.api_key_env)
+            raise MolabError("api_key_env should name an environment variable, not hold the key itself")
+        key = secrets.register_env(config.api_key_env)
         if not key:
             if urlparse(self.base_url).hostname not in _LOCAL_HOSTS:
-                raise MolabError(
+                raise _error(
                     f"no API key for {self.base_url}: set the environment variable "
                     f"${config.api_key_env} (named by the backend's 'api_key_env')"
                 )
@@ -169,13 +179,13 @@ class OpenAIBackend(GenerationBackend):
             except openai.APIStatusError as e:
                 status = e.status_code
                 if status in (401, 403):
-                    raise MolabError(
+                    raise _error(
                         f"authentication failed at {self.base_url} (HTTP {status}): "
                         f"check the key in ${self.config.api_key_env}"
                     ) from None
                 why = f"HTTP {status}: {_one_line(e.message)}"
                 if not (status in (408, 429) or status >= 500):
-                    raise MolabError(f"request to {url} failed after {attempts} attempt(s) ({why})") from None
+                    raise _error(f"request to {url} failed after {attempts} attempt(s) ({why})") from None
                 try:
                     retry_after = float(e.response.headers.get("retry-after", ""))
                 except ValueError:
@@ -184,9 +194,9 @@ class OpenAIBackend(GenerationBackend):
                 cause = _one_line(e.__cause__ or e.message, 120)
                 why = "timed out" if isinstance(e, openai.APITimeoutError) else f"connection error: {cause}"
             except (openai.APIError, AttributeError, IndexError) as e:  # malformed reply
-                raise MolabError(f"unexpected response from {url}: {_one_line(e)}") from None
+                raise _error(f"unexpected response from {url}: {_one_line(e)}") from None
             if attempts > self.config.max_retries:
-                raise MolabError(f"request to {url} failed after {attempts} attempt(s) ({why})")
+                raise _error(f"request to {url} failed after {attempts} attempt(s) ({why})")
             delay = min(self.backoff_s * 2 ** (attempts - 1), self.max_backoff_s)
             delay *= random.uniform(0.5, 1.0)
             if retry_after is not None and 0 < retry_after <= _MAX_RETRY_AFTER_S:
