@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_llama
 
 from molab.errors import MolabError
-from molab.models.generation import HFBackendConfig, Prompt, SamplingConfig
+from molab.models.generation import HFBackendConfig, Prompt, PromptTooLongError, SamplingConfig
 from molab.models.generation.hf_backend import HFBackend
 from molab.models.generation.llama_decode import LlamaDecoder, supports
 
@@ -173,3 +173,108 @@ def tiny_llama_copy(model):
     import copy
 
     return copy.deepcopy(model)
+
+
+# --- the model's context ----------------------------------------------------------------
+
+CONTEXT = 64
+
+
+def words(n):
+    return " ".join(f"word{i}" for i in range(n))
+
+
+def short_backend(tokenizer, fast=True):
+    """A backend on a fresh tiny Llama with a 64-position context and no stop tokens."""
+    return backend(
+        tiny_llama(tokenizer, max_position_embeddings=CONTEXT), tokenizer, fast=fast, stop_ids=set()
+    )
+
+
+def forbid_generation(b, monkeypatch):
+    def started(*args, **kwargs):
+        raise AssertionError("generation started")
+
+    monkeypatch.setattr(LlamaDecoder, "_forward", started)
+    monkeypatch.setattr(b.model, "forward", started)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["slots", "waves"])
+def test_too_long_prompt_is_an_error_before_anything_is_generated(tokenizer, fast, monkeypatch):
+    b = short_backend(tokenizer, fast)
+    too_long = Prompt.chat(words(60))
+    exact = Prompt(text=" ".join(["a"] * CONTEXT))  # no room left for one new token
+    n = len(b.encode([too_long])[0])
+    assert n > CONTEXT and len(b.encode([exact])[0]) == CONTEXT
+    forbid_generation(b, monkeypatch)
+    with pytest.raises(
+        PromptTooLongError,
+        match=rf"^prompt 2: the prompt is {n:,} tokens; .*'s context is 64 \(2 prompts are too long\): "
+        "shorten it",
+    ) as e:
+        b.generate([Prompt.chat("Hi"), too_long, exact], GREEDY, progress=False)
+    assert isinstance(e.value, MolabError) and e.value.index == 1
+    with pytest.raises(PromptTooLongError, match="^prompt 1: the prompt is 64 tokens"):
+        b.generate_ids(b.encode([exact]), GREEDY, progress=False)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["slots", "waves"])
+def test_answer_is_capped_at_the_context(tokenizer, fast):
+    """Prompt plus answer never exceed the context: the answer ends there with "length", the
+    tokens it has are those an uncapped run gives, and the cache stays within the context."""
+    b = short_backend(tokenizer, fast)
+    prompt = Prompt.chat(words(12))
+    room = CONTEXT - len(b.encode([prompt])[0])
+    assert 0 < room < 40
+    for sampling in (GREEDY, SAMPLED):
+        capped = b.generate(
+            [prompt, Prompt(text="Hi")], sampling.model_copy(update={"max_new_tokens": 40}), progress=False
+        )
+        exact = b.generate([prompt], sampling.model_copy(update={"max_new_tokens": room}), progress=False)
+        assert (capped[0].num_tokens, capped[0].finish_reason) == (room, "length")
+        assert capped[0].text == exact[0].text
+        assert capped[1].num_tokens == 40  # a short prompt in the same call is not capped
+    if fast:
+        assert b.decoder.capacity <= CONTEXT
+
+
+def test_truncate_drops_the_start_of_the_longest_message(tokenizer):
+    b = short_backend(tokenizer)
+    sampling = GREEDY.model_copy(update={"truncate": True, "max_new_tokens": 8})
+    prompt = Prompt.chat(words(60) + " Which word came last?", system="Be brief.")
+    full = len(b.encode([prompt])[0])
+    fitted = b.prepare([prompt], sampling)
+    ids = fitted.ids[0]
+    assert CONTEXT - 8 - 2 <= len(ids) <= CONTEXT - 8  # room for the whole answer
+    assert fitted.truncated == [full - len(ids)] and fitted.budgets == [8]
+    text = tokenizer.decode(ids)
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n")  # template kept
+    assert text.endswith("word59 Which word came last?<|im_end|>\n<|im_start|>assistant\n")
+    assert "word0 " not in text
+    short, fits = b.generate([prompt, Prompt.chat("Hi")], sampling, progress=False)
+    assert (short.truncated_tokens, short.num_tokens) == (full - len(ids), 8)
+    assert fits.truncated_tokens == 0
+
+
+def test_truncate_raw_text_and_token_ids_keep_the_end(tokenizer):
+    b = short_backend(tokenizer)
+    sampling = GREEDY.model_copy(update={"truncate": True, "max_new_tokens": 100})  # half the context at most
+    raw = b.prepare([Prompt(text=words(60), prefill=" and")], sampling)
+    assert len(raw.ids[0]) <= CONTEXT // 2 and raw.budgets[0] == CONTEXT - len(raw.ids[0])
+    assert tokenizer.decode(raw.ids[0]).endswith("word59 and")
+    ids = list(range(100, 200))
+    done = b.generate_ids([ids], sampling, progress=False)[0]
+    assert done.truncated_tokens == 100 - CONTEXT // 2 and done.num_tokens == CONTEXT // 2
+
+
+def test_truncate_cannot_cut_a_prefill(tokenizer):
+    b = short_backend(tokenizer)
+    sampling = GREEDY.model_copy(update={"truncate": True})
+    with pytest.raises(PromptTooLongError, match="^prompt 1: the prompt cannot be cut to 52 tokens.*prefill"):
+        b.generate([Prompt.chat("Hi", prefill=words(40))], sampling, progress=False)
+
+
+def test_truncate_is_left_out_of_config_dumps_unless_set():
+    """Stage caches hash config dumps: a config without truncate keeps its old hash."""
+    assert "truncate" not in SamplingConfig().model_dump(mode="json")
+    assert SamplingConfig(truncate=True).model_dump()["truncate"] is True

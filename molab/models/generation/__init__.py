@@ -19,7 +19,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic_core import PydanticCustomError
+
+from molab import secrets
+from molab.errors import MolabError
 
 
 class Message(BaseModel):
@@ -69,19 +73,49 @@ class SamplingConfig(BaseModel):
     top_k: int = Field(0, ge=0, description="Keep only the k most likely tokens; 0 keeps all.")
     seed: int = Field(0, description="Seed; equal seeds give equal outputs.")
     stop: list[str] = Field(default_factory=list, description="Extra stop strings.")
+    truncate: bool = Field(
+        False,
+        description="hf and vllm: shorten a prompt too long for the model's context (the start of "
+        "its longest message goes) instead of raising; openai leaves it to the server.",
+    )
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
+    @model_serializer(mode="wrap")
+    def _omit_default_truncate(self, handler):
+        # Stage caches hash their config's dump: configs written before `truncate` existed
+        # (and every config that leaves it off) keep their hash, so nothing reruns.
+        data = handler(self)
+        if not self.truncate and isinstance(data, dict):
+            data.pop("truncate", None)
+        return data
+
 
 class Completion(BaseModel):
     """A generated continuation. `finish_reason` is "stop" (end of turn or a stop string) or
-    "length" (hit `max_new_tokens`)."""
+    "length" (hit `max_new_tokens`, or the end of the model's context). `truncated_tokens`
+    counts the prompt tokens dropped to fit the context (only with `SamplingConfig.truncate`)."""
 
     text: str
     num_tokens: int
     finish_reason: Literal["stop", "length"]
+    truncated_tokens: int = 0
+
+
+class PromptTooLongError(MolabError):
+    """A prompt that does not fit the model's context, raised before anything is generated.
+
+    `index` is the prompt's position in the input (0-based) and `detail` says what does not
+    fit, so a caller that read the prompts from a file can name the line and its own remedy.
+    """
+
+    def __init__(
+        self, index: int, detail: str, hint: str = "shorten it, or set truncate: true in the sampling config"
+    ):
+        self.index, self.detail, self.hint = index, detail, hint
+        super().__init__(f"prompt {index + 1}: {detail}: {hint}")
 
 
 class HFBackendConfig(BaseModel):
@@ -104,7 +138,11 @@ class VLLMBackendConfig(BaseModel):
 
 class OpenAIBackendConfig(BaseModel):
     """Any OpenAI-compatible endpoint. The key is read from the environment variable named by
-    `api_key_env` at call time and never stored in configs or manifests."""
+    `api_key_env` at call time and never stored in configs or manifests.
+
+    An `api_key_env` that holds a key rather than a variable's name is refused (without
+    echoing it, and registered as secret so nothing else echoes it); the value of the variable
+    it names is registered as secret (`molab.secrets`) as soon as the config is validated."""
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["openai"] = "openai"
@@ -114,6 +152,19 @@ class OpenAIBackendConfig(BaseModel):
     concurrency: int = Field(8, ge=1, description="Requests in flight at once.")
     max_retries: int = Field(5, ge=0, description="Retries on rate limits and server errors.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _names_a_variable(cls, name: str) -> str:
+        if secrets.looks_like_key(name):
+            secrets.register(name)
+            raise PydanticCustomError(
+                "api_key_env",
+                "api_key_env should name an environment variable (e.g. OPENAI_API_KEY: letters, "
+                "digits and '_'), not hold the key itself",
+            )
+        secrets.register_env(name)
+        return name
 
 
 BackendConfig = Annotated[
@@ -155,6 +206,7 @@ __all__ = [
     "Message",
     "OpenAIBackendConfig",
     "Prompt",
+    "PromptTooLongError",
     "SamplingConfig",
     "VLLMBackendConfig",
     "make_backend",

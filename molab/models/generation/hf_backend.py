@@ -7,6 +7,11 @@ finished sequence leaves at once and a waiting prompt takes its slot. Other arch
 and models with unmerged PEFT adapters, use a plain loop over the HF forward in
 length-bucketed waves. Both give the same tokens for the same seed (see `sampling.py`).
 
+Before any of that, every prompt is checked against the model's context
+(`prompts.fit_to_context`): a prompt that leaves no room for an answer is an error naming it
+(or is truncated, when the sampling config asks), and each answer is capped so that prompt
+plus answer fit the context, which also bounds the cache at the context per sequence.
+
 Run: `molab generate --model smollm2-135m --prompts prompts.jsonl --out completions.jsonl`.
 """
 
@@ -26,7 +31,13 @@ from molab.models.generation import (
     SamplingConfig,
     llama_decode,
 )
-from molab.models.generation.prompts import prompt_token_ids, stop_token_ids
+from molab.models.generation.prompts import (
+    Fitted,
+    fit_to_context,
+    model_context,
+    prompt_token_ids,
+    stop_token_ids,
+)
 from molab.models.generation.sampling import prompt_uniforms, select_next
 
 
@@ -34,10 +45,15 @@ class HFBackend(GenerationBackend):
     """Generation with a transformers model already in memory. On CPU the fast path packs a
     copy of the weights when the backend is built: build a new backend after training."""
 
-    def __init__(self, model, tokenizer, config: HFBackendConfig | None = None, stop_ids=None):
+    def __init__(
+        self, model, tokenizer, config: HFBackendConfig | None = None, stop_ids=None, name: str | None = None
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.config = config or HFBackendConfig()
+        # The context prompts are checked against, and the model's name in those errors.
+        self.context = model_context(getattr(model, "config", None), tokenizer)
+        self.name = name or getattr(getattr(model, "config", None), "name_or_path", None) or "the model"
         self.stop_ids = set(stop_ids if stop_ids is not None else stop_token_ids(tokenizer))
         self.fast = llama_decode.supports(model)
         # Built once: it packs the weights and keeps its cache between calls.
@@ -52,7 +68,7 @@ class HFBackend(GenerationBackend):
         spec = spec or ModelSpec()
         loaded = load_model(spec.model_copy(update={"merge_adapters": True}))
         stops = stop_token_ids(loaded.tokenizer, loaded.model_dir)
-        return cls(loaded.model, loaded.tokenizer, config, stops)
+        return cls(loaded.model, loaded.tokenizer, config, stops, name=spec.name)
 
     def encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         """Token ids of each rendered prompt."""
@@ -63,17 +79,28 @@ class HFBackend(GenerationBackend):
     ) -> list[Completion]:
         if not prompts:
             raise MolabError("no prompts to generate from")
-        return self.generate_ids(self.encode(prompts), sampling, progress=progress)
+        return self._generate(self.prepare(prompts, sampling), sampling, progress)
 
-    def generate_ids(
-        self, ids: list[list[int]], sampling: SamplingConfig, *, progress: bool = True
-    ) -> list[Completion]:
-        """Generate from token ids; completions in input order."""
+    def prepare(self, prompts: Sequence[Prompt] | None, sampling: SamplingConfig, ids=None) -> Fitted:
+        """Tokenize `prompts` (or take their token `ids`) and check them against the model's
+        context (see `prompts.fit_to_context`); raises before anything is generated."""
+        ids = self.encode(prompts) if ids is None else ids
         if not ids:
             raise MolabError("no prompts to generate from")
         if any(not p for p in ids):
             raise MolabError("a prompt rendered to zero tokens")
-        run = _Run(self, ids, sampling)
+        return fit_to_context(self.tokenizer, prompts, ids, sampling, self.context, self.name)
+
+    def generate_ids(
+        self, ids: list[list[int]], sampling: SamplingConfig, *, progress: bool = True
+    ) -> list[Completion]:
+        """Generate from token ids; completions in input order. Checked against the context
+        like `generate`; truncation here keeps each prompt's last tokens."""
+        return self._generate(self.prepare(None, sampling, ids), sampling, progress)
+
+    def _generate(self, fitted: Fitted, sampling: SamplingConfig, progress: bool) -> list[Completion]:
+        ids = fitted.ids
+        run = _Run(self, ids, sampling, fitted.budgets)
         bar = _progress_bar(len(ids)) if progress else nullcontext()
         with bar as p, torch.inference_mode():
             run.on_done = (lambda: p.advance(p.task_ids[0])) if progress else (lambda: None)
@@ -81,18 +108,23 @@ class HFBackend(GenerationBackend):
                 run.slots()
             else:
                 run.waves()
-        return run.completions()
+        return run.completions(fitted.truncated)
 
 
 class _Run:
     """State of one generate call: generated tokens per prompt and how each ended."""
 
-    def __init__(self, backend: HFBackend, ids: list[list[int]], sampling: SamplingConfig):
+    def __init__(
+        self, backend: HFBackend, ids: list[list[int]], sampling: SamplingConfig, budgets: list[int]
+    ):
         self.b, self.ids, self.s = backend, ids, sampling
+        self.budget = budgets  # most new tokens per prompt: max_new_tokens, capped by the context
         self.out: list[list[int]] = [[] for _ in ids]
         self.reason: list[str | None] = [None] * len(ids)
         self.order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        n = sampling.max_new_tokens
+        # A stream's first k numbers do not depend on its length, so a prompt capped by the
+        # context samples the same tokens as it would uncapped.
+        n = max(budgets)
         self.uniforms = (
             None
             if sampling.greedy
@@ -117,7 +149,7 @@ class _Run:
             self.reason[i] = "stop"
         elif self.s.stop and any(s in self.b.tokenizer.decode(self.out[i]) for s in self.s.stop):
             self.reason[i] = "stop"
-        elif len(self.out[i]) >= self.s.max_new_tokens:
+        elif len(self.out[i]) >= self.budget[i]:
             self.reason[i] = "length"
         if self.reason[i]:
             self.on_done()
@@ -127,7 +159,7 @@ class _Run:
         dec = self.b.decoder
         n_slots = min(self.b.config.batch_size, len(self.ids))
         queue = list(reversed(self.order))  # pop() takes the shortest waiting prompt
-        need = lambda i: len(self.ids[i]) + self.s.max_new_tokens  # noqa: E731
+        need = lambda i: len(self.ids[i]) + self.budget[i]  # noqa: E731  (at most the context)
         dec.allocate(n_slots, need(queue[max(0, len(queue) - n_slots)]))
         live: list[int] = []  # prompt index held by each live slot, slots 0..len(live)-1
         last: list[int] = []  # the token each live slot feeds next
@@ -184,15 +216,19 @@ class _Run:
                     logits_to_keep=1,
                 )
 
-    def completions(self) -> list[Completion]:
+    def completions(self, truncated: list[int]) -> list[Completion]:
         result = []
-        for toks, reason in zip(self.out, self.reason):
+        for toks, reason, cut in zip(self.out, self.reason, truncated):
             body = toks[:-1] if toks and toks[-1] in self.b.stop_ids else toks
             text = self.b.tokenizer.decode(body, skip_special_tokens=True)
             for s in self.s.stop:
                 if s in text:
                     text = text[: text.index(s)]
-            result.append(Completion(text=text, num_tokens=len(toks), finish_reason=reason or "length"))
+            result.append(
+                Completion(
+                    text=text, num_tokens=len(toks), finish_reason=reason or "length", truncated_tokens=cut
+                )
+            )
         return result
 
 

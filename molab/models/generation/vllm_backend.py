@@ -9,6 +9,11 @@ the merged model is served.
 Prompts are rendered and tokenized here with the model's own tokenizer (`prompts.py`, shared
 with the hf backend), so both backends see the same tokens. Each prompt i is sampled with seed
 `sampling.seed + i`, so its completion does not depend on the rest of the batch.
+
+Prompts are checked against vLLM's `max_model_len` before any request is made, with the same
+contract as the hf backend (`prompts.fit_to_context`): a prompt that leaves no room for an
+answer is an error naming it, or is truncated when the sampling config asks, and each
+request's `max_tokens` is capped so that prompt plus answer fit.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from molab.models.generation import (
     SamplingConfig,
     VLLMBackendConfig,
 )
-from molab.models.generation.prompts import prompt_token_ids, stop_token_ids
+from molab.models.generation.prompts import fit_to_context, prompt_token_ids, stop_token_ids
 from molab.models.loading import ModelSpec, load_tokenizer, resolve_model_dir
 
 INSTALL_HINT = "the vllm backend needs vLLM: pip install 'molab[vllm]' on a CUDA machine"
@@ -77,39 +82,51 @@ class VLLMBackend(GenerationBackend):
             self.llm = vllm.LLM(**kwargs)
         except (OSError, ValueError, RuntimeError) as e:
             raise MolabError(f"vLLM cannot load {model_dir}: {e.__class__.__name__}: {e}") from e
+        self.context = _max_model_len(self.llm) or config.max_model_len
 
     def generate(
         self, prompts: Sequence[Prompt], sampling: SamplingConfig, *, progress: bool = True
     ) -> list[Completion]:
         if not prompts:
             raise MolabError("no prompts to generate from (the prompt list is empty)")
-        inputs = [{"prompt_token_ids": prompt_token_ids(self.tokenizer, p)} for p in prompts]
-        params = [self._sampling_params(sampling, i) for i in range(len(prompts))]
+        ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]
+        fitted = fit_to_context(self.tokenizer, prompts, ids, sampling, self.context, self.spec.name)
+        inputs = [{"prompt_token_ids": p} for p in fitted.ids]
+        params = [self._sampling_params(sampling, i, fitted.budgets[i]) for i in range(len(prompts))]
         outputs = self.llm.generate(inputs, params, use_tqdm=progress, lora_request=self.lora_request)
         completions = []
-        for out in outputs:
+        for out, cut in zip(outputs, fitted.truncated):
             best = out.outputs[0]
             completions.append(
                 Completion(
                     text=best.text,
                     num_tokens=len(best.token_ids),
                     finish_reason="length" if best.finish_reason == "length" else "stop",
+                    truncated_tokens=cut,
                 )
             )
         return completions
 
-    def _sampling_params(self, sampling: SamplingConfig, i: int):
+    def _sampling_params(self, sampling: SamplingConfig, i: int, max_tokens: int | None = None):
         return self._SamplingParams(
             n=1,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             # vLLM: -1 disables top-k in every version (newer ones also take 0).
             top_k=sampling.top_k or -1,
-            max_tokens=sampling.max_new_tokens,
+            max_tokens=max_tokens or sampling.max_new_tokens,
             stop=list(sampling.stop) or None,
             stop_token_ids=self.stop_ids,
             seed=sampling.seed + i,
         )
+
+
+def _max_model_len(llm) -> int | None:
+    """The context vLLM settled on (the model's, or `max_model_len`); None if not exposed."""
+    try:
+        return int(llm.llm_engine.model_config.max_model_len)
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def merged_model_dir(spec: ModelSpec) -> Path:
