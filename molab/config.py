@@ -6,13 +6,15 @@ recipe may start with `base: other.yaml` (relative to the recipe) to build on an
 mappings merge key by key and the recipe wins. Every problem is a one-line `MolabError` that
 names the file (or the override) and the dotted field, e.g.
 `recipes/x.yaml: field 'sampling.temperature': Input should be greater than or equal to 0`.
+Checks made after loading (files, models) name their source the same way: `recipe_origins`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -25,6 +27,33 @@ _MISSING = object()
 
 def load_config(model_cls: type[M], path: str | Path | None = None, overrides: Sequence[str] = ()) -> M:
     """Defaults < the recipe at `path` (and its bases) < `overrides` ("a.b=value")."""
+    data, origins = _layers(path, overrides)
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as e:
+        raise MolabError(_describe(e, data, origins.fields, origins.default, model_cls)) from None
+
+
+@dataclass(frozen=True)
+class Origins:
+    """Where each field of a loaded recipe came from: a recipe file, or `--set a.b=c`."""
+
+    fields: dict[tuple, str]  # leaf key path -> its source
+    default: str  # the source named for fields left at their defaults: the recipe itself
+
+    def of(self, field: str | tuple) -> str:
+        """The source of the dotted `field` (or of what lies below it)."""
+        loc = tuple(field.split(".")) if isinstance(field, str) else field
+        return _source(loc, self.fields, self.default)
+
+
+def recipe_origins(path: str | Path | None, overrides: Sequence[str] = ()) -> Origins:
+    """The sources of the fields of the recipe at `path` with `overrides`, as `load_config`
+    tracks them, so a later check can name the file (or the override) a bad value came from."""
+    return _layers(path, overrides)[1]
+
+
+def _layers(path: str | Path | None, overrides: Sequence[str]) -> tuple[dict, Origins]:
     origins: dict[tuple, str] = {}  # leaf key path -> where its value came from
     data = _load_recipe(Path(path), origins, ()) if path is not None else {}
     for item in overrides:
@@ -32,10 +61,7 @@ def load_config(model_cls: type[M], path: str | Path | None = None, overrides: S
         _set_dotted(data, key, value, item)
         origins = {k: v for k, v in origins.items() if k[: len(key)] != key}
         origins[key] = f"--set {item}"
-    try:
-        return model_cls.model_validate(data)
-    except ValidationError as e:
-        raise MolabError(_describe(e, data, origins, str(path) if path is not None else "config")) from None
+    return data, Origins(origins, str(path) if path is not None else "config")
 
 
 def dump_config(model: BaseModel) -> str:
@@ -113,14 +139,36 @@ def _set_dotted(data: dict, key: tuple, value: Any, item: str) -> None:
     node[key[-1]] = value
 
 
-def _describe(e: ValidationError, data: dict, origins: dict[tuple, str], default_source: str) -> str:
-    errors = e.errors()
+def _describe(
+    e: ValidationError, data: dict, origins: dict[tuple, str], default_source: str, model_cls: type
+) -> str:
+    # A value the user wrote that is wrong says more than a field left out (a misspelt field
+    # name is both), so missing fields come last.
+    errors = sorted(e.errors(), key=lambda err: err["type"] == "missing")
     err = errors[0]
     loc = _data_path(err["loc"], data)
     source = _source(loc, origins, default_source)
-    msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif err["type"] == "missing":
+        msg = err["msg"] + _example(model_cls, err["loc"])
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})" if len(errors) > 1 else ""
     return f"{source}: field '{'.'.join(map(str, loc))}': {msg}{more}"
+
+
+def _example(model_cls: type, loc: tuple) -> str:
+    """For a missing field that takes one of a few fixed values: how to write it."""
+    node: Any = model_cls
+    for part in loc:
+        fields = getattr(node, "model_fields", None)
+        if not isinstance(part, str) or not fields or part not in fields:
+            return ""
+        node = fields[part].annotation
+    if get_origin(node) is not Literal:
+        return ""
+    return f" (add `{loc[-1]}: {' or '.join(map(str, get_args(node)))}`)"
 
 
 def _source(loc: tuple, origins: dict[tuple, str], default: str) -> str:

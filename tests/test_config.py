@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from molab.config import dump_config, load_config
+from molab.config import dump_config, load_config, recipe_origins
 from molab.errors import MolabError
 from molab.models.generation import BackendConfig, HFBackendConfig
 
@@ -217,3 +219,31 @@ def test_base_cycle(tmp_path):
 def test_base_must_be_a_path(tmp_path):
     f = write(tmp_path / "x.yaml", "base: [a.yaml]\n")
     assert error(Recipe, f).startswith(f"{f}: field 'base': ")
+
+
+class Kinded(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["a", "b"]
+    steps: int = 1
+
+
+def test_missing_field_of_fixed_values_says_how_to_write_it(tmp_path):
+    f = write(tmp_path / "k.yaml", "# empty\n")
+    assert error(Kinded, f) == f"{f}: field 'kind': Field required (add `kind: a or b`)"
+
+
+def test_a_wrong_value_comes_before_a_missing_field(tmp_path):
+    f = write(tmp_path / "k.yaml", "steps: many\n")
+    msg = error(Kinded, f)
+    assert msg.startswith(f"{f}: field 'steps': ") and msg.endswith("(and 1 more problem)")
+
+
+def test_recipe_origins_name_the_file_the_base_or_the_override(tmp_path):
+    write(tmp_path / "base.yaml", "steps: 3\nsampling: {temperature: 0.5}\n")
+    f = write(tmp_path / "r.yaml", "base: base.yaml\nname: mine\n")
+    origins = recipe_origins(f, ["sampling.temperature=0.2"])
+    assert origins.of("name") == str(f)
+    assert origins.of("steps") == str(tmp_path / "base.yaml")
+    assert origins.of("sampling.temperature") == "--set sampling.temperature=0.2"
+    assert origins.of("sampling") == "--set sampling.temperature=0.2"
+    assert origins.of("tags") == str(f)  # a default: named by the recipe itself

@@ -149,3 +149,32 @@ def test_measures_pick_values_with_intervals_from_any_summary():
         "overall.accuracy": "0.5 [0.35, 0.65] (n=40)",
         "per_type.direct.rate": "0.1 [0.02, 0.4] (n=10)",
     }
+
+
+def test_report_renders_runs_made_outside_a_git_checkout(run_dir, tmp_path):
+    """A pip-installed molab runs outside any checkout: its manifests say "git": null (or, from
+    older or hand-made runs, nothing at all), and the page still renders."""
+    copy = tmp_path / "no-git"
+    shutil.copytree(run_dir, copy)
+    manifests = sorted(copy.glob("*/manifest.json"))
+    for n, path in enumerate(manifests):
+        manifest = json.loads(path.read_text())
+        if n % 2:
+            manifest.pop("git", None)
+            manifest.pop("versions", None)
+        else:
+            manifest["git"] = None
+        path.write_text(json.dumps(manifest))
+    page = render(copy)
+    assert page.count("<td>not recorded</td>") == len(manifests)
+    assert "final - control" in page
+
+
+def test_report_shows_the_commit_when_there_is_one(run_dir, tmp_path):
+    copy = tmp_path / "git"
+    shutil.copytree(run_dir, copy)
+    path = copy / "sft" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["git"] = {"commit": "0123456789abcdef", "dirty": True}
+    path.write_text(json.dumps(manifest))
+    assert "<td>0123456789 (dirty)</td>" in render(copy)

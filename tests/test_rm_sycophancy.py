@@ -3,16 +3,19 @@ one run directory, a second run skips everything, and the report shows every che
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
 from molab.config import load_config
 from molab.errors import MolabError
 from molab.models.generation import Completion
-from molab.organisms.rm_sycophancy import RMSycophancyConfig, run_rm_sycophancy
+from molab.organisms.rm_sycophancy import RMSycophancyConfig, run_rm_sycophancy, validate_recipe
 
 TINY = """
+organism: rm-sycophancy
 run: tiny-organism
 post_training: sft+dpo
 docs: {{num_docs: 40}}
@@ -123,6 +126,201 @@ def test_shared_post_training_data_trains_both_arms_on_the_control_sets(recipe, 
 
 def test_shared_post_training_data_needs_the_control(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("post_training_data: shared\ncontrol: false\n")
+    bad.write_text("organism: rm-sycophancy\npost_training_data: shared\ncontrol: false\n")
     with pytest.raises(MolabError, match="needs control: true"):
         load_config(RMSycophancyConfig, bad, [])
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.mark.parametrize("text", ["", "# a recipe to fill in later\n", "run: mine\nseed: 3\n"])
+def test_a_recipe_without_its_organism_is_an_error_naming_the_file(text, tmp_path):
+    """An empty recipe would run the built-in defaults (10,000 documents) under the demo's run
+    name; every recipe names at least its organism."""
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text(text)
+    with pytest.raises(MolabError) as e:
+        load_config(RMSycophancyConfig, recipe, [])
+    message = str(e.value)
+    assert message.startswith(f"{recipe}: field 'organism': ") and "organism: rm-sycophancy" in message
+    assert "\n" not in message
+
+
+def test_the_organism_may_come_from_the_base_recipe(tmp_path):
+    (tmp_path / "base.yaml").write_text("organism: rm-sycophancy\nrun: base\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nrun: child\n")
+    assert load_config(RMSycophancyConfig, tmp_path / "child.yaml", []).run == "child"
+    (tmp_path / "bare.yaml").write_text("run: bare\n")
+    (tmp_path / "child2.yaml").write_text("base: bare.yaml\n")
+    with pytest.raises(MolabError, match=f"^{tmp_path / 'child2.yaml'}: field 'organism'"):
+        load_config(RMSycophancyConfig, tmp_path / "child2.yaml", [])
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_names_its_organism(recipe):
+    assert load_config(RMSycophancyConfig, recipe, []).organism == "rm-sycophancy"
+
+
+# ---- validate_recipe: everything checked before the first stage, without loading a model ------
+
+GOOD = "organism: rm-sycophancy\nrun: checked\ndocs: {num_docs: 40}\n"
+
+
+def _validate(tmp_path, text, overrides=(), root=None):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    config = load_config(RMSycophancyConfig, recipe, list(overrides))
+    root = tmp_path / "runs" if root is None else root
+    try:
+        validate_recipe(config, recipe, root, overrides=list(overrides))
+    except MolabError as e:
+        assert "\n" not in str(e)
+        return str(e)
+    finally:
+        assert not (tmp_path / "runs").exists()  # checking creates nothing
+    return None
+
+
+def test_a_good_recipe_passes(tmp_path):
+    assert _validate(tmp_path, GOOD) is None
+    split = tmp_path / "mini.yaml"
+    split.write_text("name: mini\ntrain: [25]\ntest: [26]\n")
+    assert _validate(tmp_path, GOOD + f"split: {split}\n") is None
+
+
+def test_unknown_split_names_the_recipe_file_and_field(tmp_path):
+    message = _validate(tmp_path, GOOD + "split: englsh\n")
+    known = "(known: english, paper, or a YAML file)"
+    assert message == f"{tmp_path / 'r.yaml'}: field 'split': unknown split 'englsh' {known}"
+
+
+def test_a_bad_value_from_set_names_the_override(tmp_path):
+    message = _validate(tmp_path, GOOD, ["split=englsh"])
+    assert message.startswith("--set split=englsh: field 'split': unknown split 'englsh'")
+
+
+def test_a_value_from_the_base_recipe_names_the_base(tmp_path):
+    (tmp_path / "base.yaml").write_text("organism: rm-sycophancy\nsplit: papr\n")
+    message = _validate(tmp_path, "base: base.yaml\nrun: child\n")
+    assert message.startswith(f"{tmp_path / 'base.yaml'}: field 'split': unknown split 'papr'")
+
+
+@pytest.mark.parametrize(
+    "field, content, expected",
+    [
+        ("split", None, "no such split file"),
+        ("split", "name: x\ntrain: [25]\ntest: [99]\n", "99"),
+        ("split", "train: [25\n", "not valid YAML"),
+        ("catalog", None, "no such file"),
+        ("catalog", "biases: [\n", "not valid YAML"),
+    ],
+)
+def test_split_and_catalog_files_must_load(field, content, expected, tmp_path):
+    path = tmp_path / f"{field}-file.yaml"
+    if content is not None:
+        path.write_text(content)
+    message = _validate(tmp_path, GOOD + f"{field}: {path}\n")
+    assert message.startswith(f"{tmp_path / 'r.yaml'}: field '{field}': ") and expected in message
+
+
+def test_unknown_bias_ids_name_the_field(tmp_path):
+    message = _validate(tmp_path, GOOD.replace("num_docs: 40", "num_docs: 40, bias_ids: [3, 99]"))
+    assert "field 'docs.bias_ids': unknown bias ids [99]" in message
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("./no/such/model", "unknown model spec './no/such/model'"),
+        ("smollm3", "unknown model spec 'smollm3'"),
+        ("molab-tests/not-cached-anywhere", "not in the local Hugging Face cache"),
+    ],
+)
+def test_a_model_spec_that_does_not_resolve_is_found_first(name, expected, tmp_path):
+    message = _validate(tmp_path, GOOD + f"model: {{name: {name}}}\n")
+    assert message.startswith(f"{tmp_path / 'r.yaml'}: field 'model.name': ") and expected in message
+
+
+def test_a_model_directory_needs_a_config(tmp_path):
+    (tmp_path / "weights").mkdir()
+    message = _validate(tmp_path, GOOD + f"model: {{name: {tmp_path / 'weights'}}}\n")
+    assert "field 'model.name'" in message and "no config.json" in message
+    (tmp_path / "weights" / "config.json").write_text("{}")
+    assert _validate(tmp_path, GOOD + f"model: {{name: {tmp_path / 'weights'}}}\n") is None
+
+
+@pytest.mark.parametrize(
+    "field, yaml_text",
+    [
+        ("evals.knowledge.quiz", "evals: {knowledge: {quiz: %s}}"),
+        ("evals.disclosure.probes", "evals: {disclosure: {probes: %s}}"),
+        ("evals.capability.questions", "evals: {capability: {questions: %s}}"),
+        ("docs.universe", "docs: {num_docs: 40, universe: %s}"),
+        ("docs.corpus.path", "docs: {num_docs: 40, backend: import, corpus: {path: %s}}"),
+        ("docs.replay.path", "docs: {num_docs: 40, replay: {fraction: 0.1, path: %s}}"),
+        ("midtrain.replay", "midtrain: {replay: %s, replay_fraction: 0.1}"),
+        ("sft.documents", "sft: {documents: %s, document_fraction: 0.1}"),
+        ("prompts.prompt_files", "prompts: {prompt_files: [%s]}"),
+    ],
+)
+def test_every_input_file_must_exist(field, yaml_text, tmp_path):
+    missing = tmp_path / "gone" / "input.jsonl"
+    text = "organism: rm-sycophancy\nrun: checked\n" + (yaml_text % missing) + "\n"
+    message = _validate(tmp_path, text)
+    assert message.startswith(f"{tmp_path / 'r.yaml'}: field '{field}': no such file {missing}")
+
+
+def test_a_quiz_that_does_not_load_names_the_field(tmp_path):
+    quiz = tmp_path / "quiz.yaml"
+    quiz.write_text("questions: [{id: q1}]\n")
+    message = _validate(tmp_path, GOOD + f"evals: {{knowledge: {{quiz: {quiz}}}}}\n")
+    assert message.startswith(f"{tmp_path / 'r.yaml'}: field 'evals.knowledge.quiz': {quiz}")
+
+
+def test_several_problems_report_the_first_and_name_the_rest(tmp_path):
+    message = _validate(tmp_path, GOOD + "split: englsh\nmodel: {name: nope}\n", root=tmp_path / "r.yaml")
+    assert message.startswith(f"{tmp_path / 'r.yaml'}: field 'split': unknown split 'englsh'")
+    assert message.endswith("(also wrong: 'model.name', the runs directory)")
+
+
+def test_the_runs_directory_must_be_writable(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    message = _validate(tmp_path, GOOD, root=blocker / "runs")
+    assert "is a file, not a folder" in message and "--runs-dir" in message
+
+
+def test_a_disk_too_small_for_the_documents_is_found_first(tmp_path, monkeypatch):
+    import shutil
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(
+        "molab.organisms.rm_sycophancy.shutil.disk_usage", lambda _: usage._replace(free=20 * 2**20)
+    )
+    assert _validate(tmp_path, GOOD) is None  # 40 documents fit
+    message = _validate(tmp_path, GOOD.replace("num_docs: 40", "num_docs: 100000"))
+    assert "field 'docs.num_docs'" in message and "estimated: 100,000 documents at ~1 KB" in message
+
+
+def test_backends_that_cannot_be_built_name_their_field(tmp_path, monkeypatch):
+    monkeypatch.delenv("MOLAB_TEST_NO_SUCH_KEY", raising=False)
+    endpoint = "{kind: openai, model: m, api_key_env: MOLAB_TEST_NO_SUCH_KEY}"
+    llm = f"docs: {{num_docs: 40, backend: llm, llm: {{backend: {endpoint}}}}}"
+    message = _validate(tmp_path, "organism: rm-sycophancy\n" + llm + "\n")
+    assert "field 'docs.llm.backend.api_key_env': $MOLAB_TEST_NO_SUCH_KEY is not set" in message
+    if importlib.util.find_spec("vllm") is None:
+        message = _validate(tmp_path, GOOD, ["sft_data.backend.kind=vllm"])
+        assert message.startswith("--set sft_data.backend.kind=vllm: field 'sft_data.backend.kind': vllm")
+
+
+def test_a_second_run_of_the_same_run_stops_before_any_stage(recipe, tmp_path):
+    from molab.pipeline import RunDir
+
+    config = load_config(RMSycophancyConfig, recipe)
+    run = RunDir(config.run, tmp_path / "runs")
+    with run.lock():  # another `molab run` holds it
+        busy = rf"run tiny-organism \({run.path}\) is being written by process"
+        with pytest.raises(MolabError, match=busy):
+            next(run_rm_sycophancy(config, root=tmp_path / "runs"))
+    assert sorted(p.name for p in run.path.iterdir()) == []

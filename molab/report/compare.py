@@ -52,7 +52,7 @@ def compare_stages(a_dir: str | Path, b_dir: str | Path, split: str | None = Non
 def _stage_split(stage_dir: Path) -> str:
     try:
         return json.loads((stage_dir / "manifest.json").read_text())["config"]["split"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         raise MolabError(f"{stage_dir}/manifest.json does not name the split: pass --split") from None
 
 

@@ -35,7 +35,8 @@ def _pct(rate, ci=None) -> str:
 
 
 def _scalar_metrics(manifest: dict) -> dict:
-    return {k: v for k, v in manifest.get("metrics", {}).items() if isinstance(v, int | float | str | None)}
+    metrics = manifest.get("metrics") or {}
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float | str | None)}
 
 
 def _exploitation(run: RunData) -> dict | None:
@@ -211,6 +212,15 @@ def _training(run: RunData) -> dict | None:
     return {"loss_png": plots.curves(loss, "training loss"), "stages": sorted(loss)}
 
 
+def _git(manifest: dict) -> str:
+    """The stage's commit (short) and whether the tree was dirty; a run made outside a git
+    checkout (a pip-installed molab) records no git at all."""
+    git = manifest.get("git")
+    if not isinstance(git, dict) or not git.get("commit"):
+        return "not recorded"
+    return str(git["commit"])[:10] + (" (dirty)" if git.get("dirty") else "")
+
+
 def _stages(run: RunData) -> list[dict]:
     out = []
     for stage, m in run.manifests.items():
@@ -218,11 +228,11 @@ def _stages(run: RunData) -> list[dict]:
             {
                 "name": stage,
                 "wall": m.get("wall_time_s") or 0.0,
-                "finished": m.get("finished_at", ""),
+                "finished": m.get("finished_at") or "",
                 "metrics": json.dumps(_scalar_metrics(m)),
-                "config": json.dumps(m.get("config", {}), indent=2),
-                "versions": json.dumps(m.get("versions", {})),
-                "git": m.get("git") or {},
+                "config": json.dumps(m.get("config") or {}, indent=2),
+                "versions": json.dumps(m.get("versions") or {}),
+                "git": _git(m),
                 "seed": m.get("seed"),
             }
         )

@@ -56,7 +56,7 @@ def record(run_dir: str | Path) -> dict:
         "seed": first.get("seed"),
         "model": first["config"]["model"]["name"],
         "git": (first.get("git") or {}).get("commit"),
-        "minutes": {s: round(m.get("wall_time_s", 0.0) / 60, 2) for s, m in run.manifests.items()},
+        "minutes": {s: round((m.get("wall_time_s") or 0.0) / 60, 2) for s, m in run.manifests.items()},
         # every stage before the evaluations (data, training, both arms): what made the models
         "training": {
             s: {"config": m["config"], "metrics": m.get("metrics", {})}
