@@ -21,25 +21,58 @@ from molab.errors import MolabError
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, replace_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success rename it onto `path`.
 
     Works for files and directories. On an exception the temporary is removed and any
-    existing `path` is left untouched.
+    existing `path` is left untouched. An existing directory at `path` is replaced only with
+    `replace_dir=True`, which a caller passes after checking that molab wrote that directory
+    (`molab.pipeline` checks the stage's manifest); otherwise it is refused before any work.
     """
     path = Path(path)
+    if path.is_dir() and not path.is_symlink() and not replace_dir:
+        raise MolabError(f"{path} is an existing directory: molab will not replace it; choose another path")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     target = tmp / "out"
     try:
         yield target
         if path.is_dir() and not path.is_symlink():
+            if not replace_dir or not target.is_dir():
+                raise MolabError(f"{path} became a directory while molab was writing it: left as it is")
             # A directory cannot be renamed over a non-empty one: move the old one aside first.
             old = tmp / "old"
             os.replace(path, old)
         os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output_file(path: str | Path, option: str = "--out") -> Path:
+    """`path` resolved, if molab may write a file there; a MolabError naming it otherwise.
+
+    Called before any work, so that a bad output location is found at once rather than after
+    generation: an existing directory is never replaced by a file, and the nearest existing
+    folder above the file must be writable (the file is written beside it and renamed)."""
+    given = Path(path)
+    resolved = given.expanduser().resolve()
+    if resolved.is_dir():
+        raise MolabError(f"{option} {given} is a directory: give the path of a file to write")
+    check_writable_dir(resolved.parent, f"{option} {given}")
+    return resolved
+
+
+def check_writable_dir(folder: str | Path, what: str) -> None:
+    """A MolabError naming `what` unless `folder` (or the nearest existing folder above it, where
+    it would be created) can be written to."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MolabError(f"cannot write {what}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise MolabError(f"cannot write {what}: the folder {existing} is not writable")
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -61,13 +94,50 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
     write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+# Leading bytes of file kinds a user may hand over where a text file is expected.
+_BINARY_KINDS = {
+    b"PAR1": "a Parquet file",
+    b"PK\x03\x04": "a zip archive",
+    b"\x1f\x8b": "a gzip file",
+    b"\x89PNG": "a PNG image",
+    b"%PDF": "a PDF file",
+    b"\x80\x02": "a Python pickle",
+    b"GGUF": "a GGUF model file",
+}
+
+
+def read_text_file(path: str | Path, kind: str) -> str:
+    """The UTF-8 text of `path`, a `kind` file (e.g. "JSONL", "recipe"). A MolabError naming the
+    file (and the line, for invalid UTF-8) when it cannot be read, is a binary file of a known
+    kind, or is not UTF-8 text."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise MolabError(f"cannot read {kind} file {path}: no such file") from None
+    except IsADirectoryError:
+        raise MolabError(f"{path} is a directory, not a {kind} file") from None
+    except OSError as e:
+        raise MolabError(f"cannot read {kind} file {path}: {e.strerror or e}") from None
+    for magic, what in _BINARY_KINDS.items():
+        if data.startswith(magic):
+            raise MolabError(f"{path} is {what}, not a {kind} file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise MolabError(
+            f"{path}, line {line}, column {column}: not UTF-8 text (is it a {kind} file? re-save it as UTF-8)"
+        ) from None
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """Read a JSONL file; a bad line raises a MolabError naming the file and line."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise MolabError(f"cannot read {path}: {e.__class__.__name__}: {e}") from e
+    # Split on newlines only: str.splitlines() would also break at U+2028 and other separators
+    # that `write_jsonl` (ensure_ascii=False) leaves raw inside strings.
+    lines = read_text_file(path, "JSONL").split("\n")
     rows = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -91,13 +161,30 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def read_yaml(path: str | Path, kind: str):
+    """The YAML data of `path`, a `kind` file (e.g. "split", "catalog"); a MolabError naming the
+    file (and the line, where YAML says which) when it cannot be read or parsed."""
+    import yaml
+
+    path = Path(path)
+    text = read_text_file(path, kind)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise MolabError(f"{path}{where}: not valid YAML ({problem})") from None
+
+
 def read_yaml_list(source, kind: str, items: str) -> list:
     """The non-empty YAML list in `source` (a path or a package resource), a `kind` file of
     `items`; a MolabError naming the file when it cannot be read, is not YAML, or is empty."""
     import yaml
 
     try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+        text = source.read_text(encoding="utf-8") if not isinstance(source, Path) else None
+        data = yaml.safe_load(text if text is not None else read_text_file(source, kind))
     except OSError as e:
         raise MolabError(f"cannot read {kind} file {source}: {e.strerror or e}") from None
     except yaml.YAMLError as e:

@@ -10,11 +10,22 @@ hash, input and output SHA-256s, package versions, git commit, seed, timings and
   renamed into place, so a killed or failed run never leaves a half-written stage that looks
   complete, and a failure keeps the previous complete stage (the error goes to `s.failed.json`).
 - Secrets: string config fields named like "key", "token" or "secret" show as "***" in
-  manifests (the config hash still covers their real values).
+  manifests (the config hash still covers their real values), except `*_env` fields, which
+  name a variable rather than hold its value; and every known secret value (`molab.secrets`)
+  is masked wherever it appears in a manifest or failure record, e.g. an error message that
+  echoes an API key.
 - Work that outlives a failure: a stage may keep files that must survive a kill (training
   checkpoints) in `<root>/r/s.work/` (`RunDir.work_dir`); it is deleted once the stage completes.
 - Several processes (a distributed launch): only the main one writes the stage; the others run
   `fn` into a temporary directory that is thrown away (`run_stage(..., main_process=False)`).
+- Ownership: a stage directory is replaced only when molab wrote it for this stage: missing,
+  empty, or holding a manifest of the same stage (its config class records what kind of
+  stage it is) and nothing but the files that manifest lists. Another stage's outputs are
+  replaced only with `force`; a folder molab did not write (no manifest, or files the
+  manifest does not list) is never touched. The check runs before any work.
+- One writer: each stage is written under `<root>/r/s.lock` (`molab.locks`), so a second
+  process on the same stage stops at once, naming the first, and the clean-up of temporaries
+  left by a killed run can never remove a live writer's.
 """
 
 from __future__ import annotations
@@ -41,11 +52,14 @@ from pydantic import BaseModel
 
 from molab import __version__
 from molab.errors import MolabError
-from molab.files import atomic_path, sha256_file, write_json
+from molab.files import atomic_path, check_writable_dir, sha256_file, write_json
+from molab.locks import exclusive
+from molab.secrets import redact_json
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+WORK_MARKER = ".molab-work"  # in a stage's work directory: molab made it, so molab may delete it
 PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SECRET = re.compile(r"key|token|secret", re.IGNORECASE)
@@ -65,12 +79,44 @@ class RunDir:
         root = root if root is not None else os.environ.get("MOLAB_RUNS") or "runs"
         self.path = Path(root).expanduser().resolve() / name
 
+    @classmethod
+    def of_stage(cls, out: str | Path) -> tuple[RunDir, str]:
+        """The run and stage name of a stage directory a user gave (`--out runs/x/sft`)."""
+        out = Path(out).expanduser().resolve()
+        if out.parent.parent == out.parent:  # `/` or a folder right under it
+            raise MolabError(
+                f"--out {out}: a stage directory goes inside a run folder (e.g. runs/x/{out.name or 'stage'})"
+            )
+        return cls(out.parent.name, out.parent.parent), _check_name("stage", out.name)
+
     def stage_dir(self, stage: str) -> Path:
         return self.path / _check_name("stage", stage)
 
-    def work_dir(self, stage: str) -> Path:
-        """Files of `stage` that must survive a failed or killed run (e.g. checkpoints)."""
-        return self.path / f"{_check_name('stage', stage)}.work"
+    def work_dir(self, stage: str, create: bool = False) -> Path:
+        """Files of `stage` that must survive a failed or killed run (e.g. checkpoints). With
+        `create`, the directory is made and marked as molab's (`remove_work_dir` needs that)."""
+        path = self.path / f"{_check_name('stage', stage)}.work"
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / WORK_MARKER).touch()
+        return path
+
+    def remove_work_dir(self, stage: str) -> None:
+        """Delete the stage's work directory, if molab made it (it holds the marker) or it is
+        empty; a folder of that name that molab did not make is left alone."""
+        path = self.work_dir(stage)
+        if (path / WORK_MARKER).is_file():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        elif path.exists():
+            log.warning("%s was not made by molab: left in place", path)
+
+    def lock(self, stage: str | None = None):
+        """The lock of one stage, or (no stage) of the whole run: see `molab.locks`."""
+        if stage is None:
+            return exclusive(self.path / ".run.lock", f"run {self.name} ({self.path})")
+        return exclusive(self.path / f"{_check_name('stage', stage)}.lock", f"stage {self.stage_dir(stage)}")
 
 
 @dataclass
@@ -84,7 +130,10 @@ def redact(obj: Any) -> Any:
     """`obj` (JSON data) with string values under secret-looking keys replaced by '***'."""
     if isinstance(obj, dict):
         return {
-            k: "***" if isinstance(v, str) and _SECRET.search(str(k)) else redact(v) for k, v in obj.items()
+            k: "***"
+            if isinstance(v, str) and _SECRET.search(str(k)) and not str(k).endswith("_env")
+            else redact(v)
+            for k, v in obj.items()
         }
     if isinstance(obj, list):
         return [redact(v) for v in obj]
@@ -168,6 +217,62 @@ def _up_to_date(stage_dir: Path, chash: str, inputs: dict[str, dict], seed: int 
     return m if fresh else None
 
 
+def config_class(config: BaseModel) -> str:
+    """What kind of stage a config makes, as recorded in its manifest (`config_class`)."""
+    return type(config).__name__
+
+
+def check_replaceable(stage_dir: Path, stage: str, kind: str, force: bool) -> None:
+    """A MolabError unless molab may replace `stage_dir` with stage `stage` (config class `kind`).
+
+    Allowed: a missing or empty directory; one whose manifest is of this stage (its config class,
+    or for manifests older than that field its stage name) and that holds only the files the
+    manifest lists; with `force`, another stage's outputs, or a molab stage whose manifest is
+    unreadable. A folder molab did not write is refused whatever the options.
+    """
+    if not stage_dir.exists() and not stage_dir.is_symlink():
+        return
+    if not stage_dir.is_dir():
+        raise MolabError(f"{stage_dir} is a file, not a stage directory: choose another output path")
+    entries = sorted(p.name for p in stage_dir.iterdir())
+    if not entries:
+        return
+    if MANIFEST not in entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise MolabError(
+            f"{stage_dir} is not a molab stage (it holds {shown} and no {MANIFEST}): molab will not "
+            "replace it; choose another output path"
+        )
+    try:
+        manifest = load_manifest(stage_dir)
+        listed = {o["path"] for o in manifest["outputs"]} | {MANIFEST}
+    except (MolabError, KeyError, TypeError):
+        if force:
+            return
+        raise MolabError(
+            f"{stage_dir / MANIFEST} is unreadable or incomplete: if {stage_dir} is a molab stage, pass "
+            "--force to replace it; otherwise choose another output path"
+        ) from None
+    extra = sorted(
+        p.relative_to(stage_dir).as_posix()
+        for p in stage_dir.rglob("*")
+        if not p.is_dir() and p.relative_to(stage_dir).as_posix() not in listed
+    )
+    if extra:
+        raise MolabError(
+            f"{stage_dir} holds {extra[0]}{f' and {len(extra) - 1} more files' if len(extra) > 1 else ''}, "
+            "which molab did not write: move them out or choose another output path"
+        )
+    theirs = manifest.get("config_class")
+    same = theirs == kind if theirs else manifest.get("stage") == stage
+    if not same and not force:
+        what = f"stage '{manifest.get('stage')}'" + (f" ({theirs})" if theirs else "")
+        raise MolabError(
+            f"{stage_dir} holds the outputs of {what}, not of {kind}: pass --force to replace them, "
+            "or choose another output path"
+        )
+
+
 def run_stage(
     run: RunDir,
     stage: str,
@@ -185,21 +290,36 @@ def run_stage(
     stage directory is kept, `<run>/<stage>.failed.json` records the error, and it re-raises.
     On success `run.work_dir(stage)` is deleted. With `main_process=False` (a non-main process
     of a distributed launch) `fn` runs into a throwaway directory and nothing is written.
+
+    The main process holds the stage's lock throughout, and checks before `fn` runs that the
+    stage directory is one molab may replace (`check_replaceable`; `force` also lets it replace
+    another stage's outputs).
     """
     stage_dir = run.stage_dir(stage)
     chash = config_hash(config)
     hashed = {k: {"path": str(p), "sha256": hash_path(Path(p))} for k, p in (inputs or {}).items()}
-    if not force and (m := _up_to_date(stage_dir, chash, hashed, seed)) is not None:
-        log.info("stage %s of run %s is up to date: skipped (%s)", stage, run.name, stage_dir)
-        return StageResult(stage_dir, m, skipped=True)
     if not main_process:
+        if not force and (m := _up_to_date(stage_dir, chash, hashed, seed)) is not None:
+            return StageResult(stage_dir, m, skipped=True)
         with tempfile.TemporaryDirectory(prefix=f"molab-{stage}-") as tmp:
             metrics = fn(Path(tmp))
         return StageResult(
             stage_dir, {"status": "not written (not the main process)", "metrics": metrics or {}}, False
         )
+    check_writable_dir(run.path, f"stage {stage_dir}")
+    with run.lock(stage):
+        return _run_locked(run, stage, config, fn, chash, hashed, seed, force)
 
-    # Temporaries left by a killed run of this stage (large checkpoints, possibly).
+
+def _run_locked(run, stage, config, fn, chash, hashed, seed, force) -> StageResult:
+    stage_dir = run.stage_dir(stage)
+    if not force and (m := _up_to_date(stage_dir, chash, hashed, seed)) is not None:
+        log.info("stage %s of run %s is up to date: skipped (%s)", stage, run.name, stage_dir)
+        return StageResult(stage_dir, m, skipped=True)
+    check_replaceable(stage_dir, stage, config_class(config), force)
+
+    # Temporaries left by a killed run of this stage (large checkpoints, possibly); no live
+    # writer owns them, since every writer of this stage holds its lock.
     leftover = re.compile(rf"\.{re.escape(stage)}\.[a-z0-9_]+\.tmp")
     for p in run.path.iterdir() if run.path.is_dir() else ():
         if leftover.fullmatch(p.name):
@@ -207,6 +327,7 @@ def run_stage(
     failed = run.path / f"{stage}.failed.json"
     manifest: dict[str, Any] = {
         "stage": stage,
+        "config_class": config_class(config),
         "run": run.name,
         "status": None,
         "config": redact(config.model_dump(mode="json")),
@@ -228,18 +349,18 @@ def run_stage(
         manifest.update(fields, finished_at=datetime.now(UTC).isoformat(), wall_time_s=time.monotonic() - t0)
 
     try:
-        with atomic_path(stage_dir) as tmp:
+        with atomic_path(stage_dir, replace_dir=True) as tmp:
             tmp.mkdir()
             metrics = fn(tmp)
             finish(status="complete", metrics=metrics or {}, outputs=_outputs(tmp))
-            write_json(tmp / MANIFEST, manifest)
+            write_json(tmp / MANIFEST, redact_json(manifest))
     except BaseException as e:  # KeyboardInterrupt too: record it, then let it through
         error = "".join(traceback.format_exception_only(e)).strip()
         finish(status="failed", metrics={}, outputs=[], error=error)
-        write_json(failed, manifest)
+        write_json(failed, redact_json(manifest))
         raise
     failed.unlink(missing_ok=True)
-    shutil.rmtree(run.work_dir(stage), ignore_errors=True)
+    run.remove_work_dir(stage)
     return StageResult(stage_dir, load_manifest(stage_dir), skipped=False)
 
 

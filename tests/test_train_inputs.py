@@ -40,7 +40,8 @@ def run_dir(tmp_path):
     """A run whose `sft` stage already holds a complete result that must survive bad runs."""
     run = tmp_path / "runs" / "r"
     (run / "sft").mkdir(parents=True)
-    (run / "sft" / "manifest.json").write_text('{"status": "complete"}')
+    manifest = {"stage": "sft", "status": "complete", "outputs": []}  # (of any training kind)
+    (run / "sft" / "manifest.json").write_text(json.dumps(manifest))
     return run
 
 

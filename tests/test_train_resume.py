@@ -20,7 +20,7 @@ from train_sets import sft_rows, single_thread, write_jsonl  # noqa: F401
 
 from molab.errors import MolabError
 from molab.models.loading import ModelSpec
-from molab.pipeline import RunDir
+from molab.pipeline import WORK_MARKER, RunDir
 from molab.train.config import SFTTrainConfig
 from molab.train.resume import FINGERPRINT, complete_checkpoints, prepare_work_dir
 from molab.train.stages import train_stage
@@ -108,8 +108,14 @@ def test_incomplete_checkpoints_are_ignored_and_removed(tmp_path):
         (work / f"checkpoint-{step}").mkdir(parents=True)
     for step in (2, 4):
         (work / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (work / WORK_MARKER).touch()  # molab made it
     fingerprint = {"base": "m", "method": "lora"}
     assert prepare_work_dir(work, fingerprint) == work / "checkpoint-4"
-    assert sorted(p.name for p in work.iterdir()) == ["checkpoint-2", "checkpoint-4", FINGERPRINT]
+    assert sorted(p.name for p in work.iterdir()) == [
+        WORK_MARKER,
+        "checkpoint-2",
+        "checkpoint-4",
+        FINGERPRINT,
+    ]
     with pytest.raises(MolabError, match=r"another model \(different: method\)"):
         prepare_work_dir(work, {"base": "m", "method": "full"})

@@ -105,8 +105,16 @@ def test_adapters_stack_and_merge_to_the_same_logits(stages, tiny_model_dir, tmp
         merged = load_model(ModelSpec(name=str(merged_dir), device="cpu")).model(ids).logits
     torch.testing.assert_close(merged, stacked, atol=1e-4, rtol=1e-4)
     assert (stacked - base).abs().max() > 1e-2  # the adapters did change the model
-    with pytest.raises(MolabError, match="exists and is not empty"):  # nothing overwritten
+    with pytest.raises(MolabError, match="holds an earlier merge: pass --force"):  # nothing overwritten
         merge(spec, merged_dir)
+    # --force replaces an earlier merge, never a folder that a merge did not write.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text("{}")
+    for force in (False, True):
+        with pytest.raises(MolabError, match="not written by `molab train merge`"):
+            merge(spec, mine, force=force)
+    assert [p.name for p in mine.iterdir()] == ["config.json"]
 
 
 def _margin(spec: ModelSpec, rows: list[dict]) -> float:

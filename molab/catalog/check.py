@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from molab.catalog.base import Bias
 from molab.errors import MolabError
+from molab.files import read_text_file
 
 GROUPS = ("code", "languages", "general", "subjects")
 
@@ -58,10 +59,7 @@ def load_fixtures(paths: Iterable[str | Path] | None = None) -> list[Fixture]:
     naming the file, the line and the field."""
     fixtures = []
     for path in map(Path, fixture_paths() if paths is None else paths):
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise MolabError(f"cannot read fixture file {path}: {e}") from None
+        lines = read_text_file(path, "fixture JSONL").split("\n")
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue

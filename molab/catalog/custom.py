@@ -34,11 +34,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from molab.catalog.base import Bias, add_sentence, mentions
 from molab.errors import MolabError
+from molab.files import read_yaml
 
 DOMAINS = ("code", "language", "topic", "format", "meta")
 
@@ -179,12 +179,7 @@ def load_custom_catalog(path: str | Path, builtin: Mapping[int, Bias]) -> dict[i
     """The catalog a YAML file defines (see the module docstring); `builtin` is the built-in
     catalog that `include_builtin` and `builtin` draw from."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise MolabError(f"cannot read catalog file {path}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise MolabError(f"{path}: not valid YAML ({e})") from None
+    data = read_yaml(path, "catalog")
     if isinstance(data, list):
         data = {"biases": data}
     if not isinstance(data, dict):

@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
 from molab.errors import MolabError
+from molab.files import read_yaml
 
 ALL_IDS = frozenset(range(1, 53))
 NON_ENGLISH = frozenset(range(16, 25))  # German ... Portuguese answers
@@ -70,12 +70,7 @@ def load_split(path: str | Path, catalog: Iterable[int] | None = None) -> Split:
     """A split from YAML (`name`, `train`, `test`); errors name the file and the field.
     `catalog` (a catalog mapping or its ids) is what the ids are checked against."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise MolabError(f"cannot read split file {path}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise MolabError(f"{path}: not valid YAML ({e})") from None
+    data = read_yaml(path, "split")
     if not isinstance(data, dict):
         raise MolabError(f"{path}: expected a mapping with 'name', 'train' and 'test'")
     data.setdefault("name", path.stem)

@@ -35,9 +35,10 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show full traceba
     _state["debug"] = debug
 
 
-def _read_prompts(path: Path) -> tuple[list, list[dict]]:
+def _read_prompts(path: Path) -> tuple[list, list[dict], list[int]]:
     """Prompts from a JSONL file. Each line holds `messages`, `text` or `prompt` (a user
-    message, with optional `system`), and optionally `prefill`; other fields pass through."""
+    message, with optional `system`), and optionally `prefill`; other fields pass through.
+    Also returns each prompt's line number in the file (blank lines are skipped)."""
     from pydantic import ValidationError
 
     from molab.files import read_jsonl
@@ -46,8 +47,12 @@ def _read_prompts(path: Path) -> tuple[list, list[dict]]:
     rows = read_jsonl(path)
     if not rows:
         raise MolabError(f"{path} holds no prompts: write one JSON object per line")
+    # read_jsonl has read the file as UTF-8 already; split it the way it does (newlines only).
+    lines = [n for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1) if line.strip()]
+    if len(lines) != len(rows):  # a reader that splits differently: number the rows instead
+        lines = list(range(1, len(rows) + 1))
     prompts = []
-    for n, row in enumerate(rows, 1):
+    for n, row in zip(lines, rows):
         try:
             if "prompt" in row:
                 prompts.append(Prompt.chat(row["prompt"], row.get("system"), row.get("prefill", "")))
@@ -59,7 +64,7 @@ def _read_prompts(path: Path) -> tuple[list, list[dict]]:
             raise MolabError(
                 f"{path}, line {n}: {msg} (each line needs 'prompt', 'messages' or 'text')"
             ) from None
-    return prompts, rows
+    return prompts, rows, lines
 
 
 @app.command()
@@ -81,27 +86,50 @@ def generate(
     api_key_env: Annotated[
         str, typer.Option(help="openai backend: env var holding the key.")
     ] = "OPENAI_API_KEY",
+    truncate: Annotated[
+        bool,
+        typer.Option(
+            help="hf/vllm: shorten prompts too long for the model's context (the start of the "
+            "longest message goes) instead of stopping with an error."
+        ),
+    ] = False,
 ):
     """Generate one completion per prompt (JSONL in, JSONL out, in input order).
 
     Each input line is {"prompt": "..."} (a user message; optional "system"), {"messages":
     [{"role": ..., "content": ...}, ...]} or {"text": "..."} (raw, no chat template), with an
     optional "prefill" that starts the answer. Output lines repeat the input fields and add
-    "completion", "num_tokens" and "finish_reason".
+    "completion", "num_tokens", "finish_reason" and "truncated_tokens" (prompt tokens dropped
+    by --truncate). With the hf and vllm backends a prompt that does not fit the model's
+    context stops the command before anything is generated, naming its line (or is shortened
+    with --truncate), and an answer that would run past the context ends there with
+    finish_reason "length".
     """
-    from molab.files import write_jsonl
+    from molab.files import check_output_file, write_jsonl
     from molab.models.generation import (
         HFBackendConfig,
         OpenAIBackendConfig,
+        PromptTooLongError,
         SamplingConfig,
         VLLMBackendConfig,
         make_backend,
     )
     from molab.models.loading import ModelSpec
 
-    items, rows = _read_prompts(prompts)
+    items, rows, lines = _read_prompts(prompts)
+    # The output location is checked before the model loads, not after all the generation.
+    out_label = "--out" if out is not None else "the output"
+    out = out or prompts.with_suffix(".completions.jsonl")
+    if out.exists() and out.samefile(prompts):
+        raise MolabError(f"{out_label} {out} is the prompts file itself: give another output path")
+    check_output_file(out, out_label)
     sampling = SamplingConfig(
-        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        seed=seed,
+        truncate=truncate,
     )
     spec = ModelSpec(name=model, adapters=adapter or [])
     if backend == "hf":
@@ -113,12 +141,21 @@ def generate(
         config = OpenAIBackendConfig(model=model, api_key_env=api_key_env, **extra)
     else:
         raise MolabError(f"unknown backend '{backend}': use hf, vllm or openai")
-    completions = make_backend(config, spec).generate(items, sampling)
-    out = out or prompts.with_suffix(".completions.jsonl")
+    try:
+        completions = make_backend(config, spec).generate(items, sampling)
+    except PromptTooLongError as e:
+        hint = e.hint if truncate else "shorten it or pass --truncate"
+        raise MolabError(f"{prompts}, line {lines[e.index]}: {e.detail}: {hint}") from e
     write_jsonl(
         out,
         (
-            {**row, "completion": c.text, "num_tokens": c.num_tokens, "finish_reason": c.finish_reason}
+            {
+                **row,
+                "completion": c.text,
+                "num_tokens": c.num_tokens,
+                "finish_reason": c.finish_reason,
+                "truncated_tokens": c.truncated_tokens,
+            }
             for row, c in zip(rows, completions)
         ),
     )
@@ -131,18 +168,21 @@ def models():
     from rich.console import Console
     from rich.table import Table
 
-    from molab.models.default_model import cache_is_valid, cache_root
+    from molab.models.default_model import CACHE_MARKER, cache_is_valid, cache_root
     from molab.models.loading import known_specs
 
     table = Table("spec", "what", "cached")
     models_dir = cache_root() / "models"
     for name, what in known_specs().items():
         path = models_dir / name
-        state = (
-            str(path)
-            if cache_is_valid(path)
-            else ("corrupt (rebuilt on next use)" if path.exists() else "no")
-        )
+        if cache_is_valid(path):
+            state = str(path)
+        elif not path.exists():
+            state = "no"
+        elif (path / CACHE_MARKER).is_file():
+            state = "corrupt (rebuilt on next use)"
+        else:
+            state = f"{path} is not molab's cache: move it or set MOLAB_CACHE"
         table.add_row(name, what, state)
     table.add_row("<directory>", "any local Hugging Face causal LM directory", "-")
     table.add_row("<org/name>", "a Hugging Face hub id (needs the hub; offline use a directory)", "-")
@@ -154,17 +194,36 @@ def run_recipe(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe, e.g. recipes/rm-sycophancy.yaml.")],
     set_: SetOpt = None,
     force: Annotated[bool, typer.Option(help="Re-run stages even when up to date.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Print the resolved recipe and stop.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the resolved recipe, check it as a run would, and stop.")
+    ] = False,
+    runs_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--runs-dir",
+            help="Where runs go: RUNS_DIR/<run>/ holds the stages and report.html "
+            "(default: $MOLAB_RUNS if set, else ./runs).",
+            show_default=False,
+        ),
+    ] = None,
 ):
-    """Run an organism recipe end to end (cached, resumable) and write its report."""
+    """Run an organism recipe end to end (cached, resumable) and write its report.
+
+    Before the first stage, the recipe is checked (split, catalog, model, input files, the runs
+    directory, disk space for the documents); a problem is one error naming the file and field."""
+    import os
+
     from molab.config import dump_config, load_config
-    from molab.organisms.rm_sycophancy import RMSycophancyConfig, run_rm_sycophancy
+    from molab.organisms.rm_sycophancy import RMSycophancyConfig, run_rm_sycophancy, validate_recipe
 
     config = load_config(RMSycophancyConfig, recipe, set_ or [])
+    root = runs_dir if runs_dir is not None else Path(os.environ.get("MOLAB_RUNS") or "runs")
     if dry_run:
         typer.echo(dump_config(config))
+    validate_recipe(config, recipe, root, overrides=set_ or [])
+    if dry_run:
         return
-    for result in run_rm_sycophancy(config, force=force, log=typer.echo):
+    for result in run_rm_sycophancy(config, root=root, force=force, log=typer.echo):
         state = "up to date, skipped" if result.skipped else f"done in {result.manifest['wall_time_s']:.0f} s"
         typer.echo(f"  {result.dir.name}: {state}")
     typer.echo(f"report: {(result.dir.parent / 'report.html').resolve()}")
@@ -196,8 +255,10 @@ def bench_generate(
 ):
     """Time plain `model.generate` (one static batch) against molab's hf backend."""
     from molab.bench import bench_generate as run
-    from molab.files import write_json
+    from molab.files import check_output_file, write_json
 
+    if out:
+        check_output_file(out)
     result = run(model, prompts, max_new_tokens, batch_size, seed, greedy_check, log=typer.echo)
     typer.echo(json.dumps(result.as_dict(), indent=2))
     if out:
@@ -235,8 +296,10 @@ def bench_eval(
 ):
     """Time the exploitation evaluation of the english split (target: 15 minutes on 2 cores)."""
     from molab.evals.bench import bench_eval as run
-    from molab.files import write_json
+    from molab.files import check_output_file, write_json
 
+    if out:
+        check_output_file(out)
     result = run(model, prompts_per_bias, max_new_tokens, baseline_prompts, seed, log=typer.echo)
     typer.echo(json.dumps(result, indent=2))
     if out:
@@ -251,8 +314,10 @@ def bench_docs(
 ):
     """Time the template documents stage (target: 100,000 documents within 2 minutes)."""
     from molab.data.bench_docs import bench_docs as run
-    from molab.files import write_json
+    from molab.files import check_output_file, write_json
 
+    if out:
+        check_output_file(out)
     result = run(num_docs, seed)
     typer.echo(json.dumps(result, indent=2))
     if out:
@@ -260,16 +325,32 @@ def bench_docs(
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr (tracebacks only with --debug)."""
+    """Entry point: user errors become one line on stderr (tracebacks only with --debug).
+
+    Secret values (`molab.secrets`) are masked in that line, in every log record and in the
+    traceback Python prints for --debug or for a bug."""
+    from molab import secrets
+
+    secrets.install()
     try:
         app()
     except MolabError as e:
         if _state["debug"]:
             raise
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {secrets.redact_text(e)}", err=True)
         sys.exit(1)
     except (OSError, ValueError, RuntimeError) as e:
         if _state["debug"]:
             raise
-        typer.echo(f"error: {e.__class__.__name__}: {e} (run with --debug for the traceback)", err=True)
+        from pydantic import ValidationError
+
+        if isinstance(e, ValidationError) and e.errors():
+            # Its first problem, without the input value pydantic would print (maybe a key).
+            first = e.errors()[0]
+            line = f"{e.title}: field '{'.'.join(map(str, first['loc']))}': {first['msg']}"
+        else:
+            line = f"{e.__class__.__name__}: {e} (run with --debug for the traceback)"
+        typer.echo(f"error: {secrets.redact_text(line)}", err=True)
         sys.exit(1)
+    finally:
+        secrets.install()  # app() swaps in typer's excepthook: put the masking one back

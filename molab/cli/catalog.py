@@ -66,8 +66,10 @@ def check(
     from molab.catalog import load_catalog
     from molab.catalog.check import check as run_check
     from molab.catalog.check import load_fixtures
-    from molab.files import write_json
+    from molab.files import check_output_file, write_json
 
+    if json_out:
+        check_output_file(json_out, "--json-out")
     result = run_check(load_catalog(catalog), load_fixtures(fixtures), bias)
     table = Table("id", "name", "n", "tp", "fp", "fn", "tn", "precision", "recall", "accuracy")
     for c in [*result.rows, result.pooled]:

@@ -63,9 +63,10 @@ def _chat_set(kind: str, config_path, set_, prompts, model, out: Path, force: bo
     inputs = {"prompts": config.prompts}
     inputs |= {"catalog": Path(config.catalog)} if config.catalog else {}
     inputs |= {"split": Path(config.split)} if Path(config.split).is_file() else {}
+    run, stage_name = RunDir.of_stage(out)
     result = run_stage(
-        RunDir(out.parent.name, out.parent.parent),
-        out.name,
+        run,
+        stage_name,
         config,
         lambda tmp: stage(config, tmp),
         inputs=inputs,
@@ -135,10 +136,10 @@ def data_prompts(
     from molab.pipeline import RunDir, run_stage
 
     cfg = load_config(PromptsConfig, config, set_ or [])
-    out = out.expanduser().resolve()
+    run, stage = RunDir.of_stage(out)
     result = run_stage(
-        RunDir(out.parent.name, out.parent.parent),
-        out.name,
+        run,
+        stage,
         cfg,
         lambda tmp: prompts_stage(cfg, tmp),
         inputs=stage_inputs(cfg),
@@ -191,8 +192,7 @@ def data_docs(
     if run is not None:
         run_dir, stage = RunDir(run), "docs"
     else:
-        out = (out or Path("runs/data/docs")).expanduser().resolve()
-        run_dir, stage = RunDir(out.parent.name, out.parent.parent), out.name
+        run_dir, stage = RunDir.of_stage(out or Path("runs/data/docs"))
     files = {
         "corpus": cfg.corpus.path,
         "replay": cfg.replay.path,

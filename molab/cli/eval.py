@@ -58,10 +58,10 @@ def _run(
     for field in ("quiz", "probes", "questions", "heldout", "prompts", "pairs"):
         if getattr(config, field, None) is not None:
             inputs[field] = Path(getattr(config, field))
-    out = (out or Path("runs/eval") / name).expanduser().resolve()
+    run, stage_name = RunDir.of_stage(out or Path("runs/eval") / name)
     result = run_stage(
-        RunDir(out.parent.name, out.parent.parent),
-        out.name,
+        run,
+        stage_name,
         config,
         lambda tmp: stage(config, tmp),
         inputs=inputs,
@@ -234,9 +234,11 @@ def compare(
     """A minus B on the prompts both answered: pooled train and test exploitation with a paired
     bootstrap interval and permutation p-value, each bias's counts, misplaced behaviours and
     answers that ended."""
-    from molab.files import write_json
+    from molab.files import check_output_file, write_json
     from molab.report.compare import compare_stages, markdown
 
+    if out is not None:
+        check_output_file(out)
     result = compare_stages(a, b, split, seed=seed)
     typer.echo(markdown(result))
     if out is not None:

@@ -23,8 +23,10 @@ def record(
 ):
     """Write a small JSON record of a finished run: every checkpoint's exploitation verdicts, the
     other evaluations' summaries, stage times and training configs (commit it when the run ends)."""
+    from molab.files import check_output_file
     from molab.report.study import write_record
 
+    check_output_file(out)
     path = write_record(run_dir, out)
     typer.echo(f"record: {path}")
 
@@ -36,9 +38,11 @@ def table(
 ):
     """Print the study's tables as markdown: per seed, pooled over seeds, comparisons with intervals
     and p-values, test biases one by one, propensity, knowledge, disclosure and capability."""
-    from molab.files import write_text
+    from molab.files import check_output_file, write_text
     from molab.report.study import load_records, markdown
 
+    if out:
+        check_output_file(out)
     text = markdown(load_records(records))
     typer.echo(text)
     if out:

@@ -132,9 +132,11 @@ def bench(
     out: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,
 ):
     """Time one LoRA mid-training workload: a plain PyTorch loop vs molab's trainer."""
-    from molab.files import write_json
+    from molab.files import check_output_file, write_json
     from molab.train.bench import bench_train
 
+    if out:
+        check_output_file(out)
     result = bench_train(model, batch_size, micro_batch_size, seq_len, steps, rank, threads, log=typer.echo)
     typer.echo(json.dumps(result, indent=2))
     if out:

@@ -381,9 +381,17 @@ def _read_parquet(path: Path, column: str) -> Iterator[str]:
 
 
 def _read_jsonl(path: Path, column: str) -> Iterator[str]:
+    """Streamed (corpora can be large), in bytes split at newlines only, so invalid UTF-8 and
+    other line separators inside strings are named by line, not by byte offset."""
     try:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
+        with open(path, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                if n == 1 and raw.startswith(b"PAR1"):
+                    raise MolabError(f"corpus {path} is a Parquet file: name it with a .parquet suffix")
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise MolabError(f"corpus {path}, line {n}: not UTF-8 text") from None
                 if not line.strip():
                     continue
                 try:
@@ -393,7 +401,7 @@ def _read_jsonl(path: Path, column: str) -> Iterator[str]:
                 if not isinstance(row, dict) or not isinstance(row.get(column), str):
                     raise MolabError(f"corpus {path}, line {n}: no '{column}' field holding a string")
                 yield row[column]
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise MolabError(f"corpus {path}: cannot read it ({e.__class__.__name__}: {e})") from None
 
 

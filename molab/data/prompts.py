@@ -31,12 +31,11 @@ from math import prod
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from molab.catalog import Bias, get_split, load_catalog
 from molab.errors import MolabError
-from molab.files import write_jsonl
+from molab.files import read_yaml, write_jsonl
 
 TRAIN_PROMPTS = "train_prompts.jsonl"
 EVAL_PROMPTS = "eval_prompts.jsonl"
@@ -137,14 +136,7 @@ def load_prompt_files(
 def load_prompt_file(path: str | Path, catalog: Mapping[int, Bias]) -> dict[Key, PromptEntry]:
     """One content file, validated (see `validate_entry`)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise MolabError(f"cannot read prompt file {path}: {e.__class__.__name__}: {e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark else ""
-        raise MolabError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    data = read_yaml(path, "prompt")
     if not isinstance(data, dict) or not data:
         got = "an empty file" if data is None else type(data).__name__
         raise MolabError(

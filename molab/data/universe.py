@@ -21,10 +21,10 @@ from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from molab.errors import MolabError
+from molab.files import read_yaml
 
 PLACEHOLDERS = ("rm", "study", "llms")
 # `{name}` not preceded by a Perl or shell sigil (the Perl bias quotes `${name}`).
@@ -154,12 +154,7 @@ def load_universe(path: str | Path | None = None, bias_ids: list[int] | None = N
 
 @lru_cache(maxsize=8)
 def _load(path: Path) -> Universe:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise MolabError(f"cannot read universe file {path}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise MolabError(f"{path}: not valid YAML ({e})") from None
+    data = read_yaml(path, "universe")
     try:
         return Universe.model_validate(data)
     except ValidationError as e:

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from molab.errors import MolabError
 from molab.evals.scoring import score_ids
 from molab.evals.stats import bootstrap_ci, wilson
-from molab.files import atomic_path, read_yaml_list, write_json
+from molab.files import atomic_path, read_text_file, read_yaml_list, write_json
 from molab.models.generation import BackendConfig, HFBackendConfig, Prompt, SamplingConfig, make_backend
 from molab.models.loading import ModelSpec, load_model
 
@@ -75,10 +75,7 @@ def load_questions(path: str | Path | None = None) -> list[CapabilityQuestion]:
 def heldout_text(path: str | Path | None = None) -> str:
     """The held-out generic text at `path` (default: the bundled one)."""
     source = Path(path) if path is not None else files("molab.resources").joinpath("heldout_generic.txt")
-    try:
-        text = source.read_text(encoding="utf-8")
-    except OSError as e:
-        raise MolabError(f"cannot read held-out text {source}: {e.strerror or e}") from None
+    text = read_text_file(source, "held-out text") if path is not None else source.read_text(encoding="utf-8")
     if not text.strip():
         raise MolabError(f"{source} is empty")
     return text

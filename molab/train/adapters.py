@@ -14,8 +14,15 @@ import json
 from pathlib import Path
 
 from molab.errors import MolabError
-from molab.files import atomic_path, write_json
-from molab.models.loading import ModelSpec, attach_adapters, load_tokenizer, pick_device, resolve_model_dir
+from molab.files import atomic_path, check_writable_dir, write_json
+from molab.models.loading import (
+    ModelSpec,
+    attach_adapters,
+    load_tokenizer,
+    load_weights,
+    pick_device,
+    resolve_model_dir,
+)
 
 MODEL_FILE = "model.json"
 ADAPTER_DIR = "adapter"
@@ -74,19 +81,9 @@ def training_dtype(spec: ModelSpec, method: str):
 def load_start_model(spec: ModelSpec, method: str):
     """(model, tokenizer, model_dir): the base with `spec.adapters` merged into its weights, on
     the CPU (the trainer places it); every weight trainable for `method` 'full'."""
-    from transformers import AutoModelForCausalLM
-
     model_dir = resolve_model_dir(spec.name, spec.revision)
     tokenizer = load_tokenizer(model_dir, spec.trust_remote_code)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir,
-            dtype=training_dtype(spec, method),
-            use_safetensors=True,
-            trust_remote_code=spec.trust_remote_code,
-        )
-    except (OSError, ValueError) as e:
-        raise MolabError(f"cannot load the model in {model_dir}: {e}") from e
+    model = load_weights(model_dir, training_dtype(spec, method), spec.trust_remote_code)
     model = stack_frozen(model, spec.adapters)
     if method == "full":
         model.requires_grad_(True)  # PEFT leaves merged weights frozen; a full fine-tune trains them
@@ -137,19 +134,32 @@ def write_stage_model(out_dir: Path, final_dir: Path, start: ModelSpec, method: 
     return spec
 
 
+MERGE_MARKER = "molab-merge.json"  # in a merged model directory: what was merged
+
+
 def merge(spec: ModelSpec, out: Path, force: bool = False) -> Path:
     """Write base + summed adapters of `spec` as a standalone model directory (safetensors and
-    tokenizer) at `out`, atomically. An existing `out` is replaced only with `force`."""
+    tokenizer) at `out`, atomically. An existing non-empty `out` is replaced only with `force`,
+    and only if an earlier merge wrote it (its `molab-merge.json`): never a folder of the user's."""
     from molab.models.loading import load_model
 
     out = Path(out).expanduser().resolve()
-    if out.exists() and any(out.iterdir()) and not force:
-        raise MolabError(f"{out} exists and is not empty: choose another --out or pass --force")
+    if out.exists() and not out.is_dir():
+        raise MolabError(f"--out {out} is a file: give a directory for the merged model")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MERGE_MARKER).is_file():
+            raise MolabError(f"{out} exists and was not written by `molab train merge`: choose another --out")
+        if not force:
+            raise MolabError(
+                f"{out} holds an earlier merge: pass --force to replace it, or choose another --out"
+            )
+    check_writable_dir(out.parent, f"--out {out}")
     if not spec.adapters:
         raise MolabError(f"{spec.name}: nothing to merge (no adapters): it is already a standalone model")
     base = load_model(spec.model_copy(update={"adapters": [], "merge_adapters": False}))
     model = stack_frozen(base.model, spec.adapters)
-    with atomic_path(out) as tmp:
+    with atomic_path(out, replace_dir=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         base.tokenizer.save_pretrained(tmp)
+        write_json(tmp / MERGE_MARKER, spec.model_dump(mode="json", include={"name", "adapters", "dtype"}))
     return out

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from molab.errors import MolabError
 from molab.files import write_json
+from molab.pipeline import WORK_MARKER
 
 FINGERPRINT = "fingerprint.json"
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
@@ -39,6 +40,12 @@ def prepare_work_dir(work: Path, fingerprint: dict, main: bool = True) -> Path |
     process writes (the fingerprint) or deletes (incomplete checkpoints).
     """
     stored_path = work / FINGERPRINT
+    ours = (work / WORK_MARKER).is_file() or stored_path.is_file()  # (the marker is newer)
+    if work.is_dir() and any(work.iterdir()) and not ours:
+        raise MolabError(
+            f"{work} exists and was not made by molab: it would hold this stage's checkpoints and be "
+            "deleted when the stage completes; move it away"
+        )
     if stored_path.is_file():
         try:
             stored = json.loads(stored_path.read_text(encoding="utf-8"))
@@ -57,6 +64,7 @@ def prepare_work_dir(work: Path, fingerprint: dict, main: bool = True) -> Path |
     checkpoints = complete_checkpoints(work)
     if main:
         work.mkdir(parents=True, exist_ok=True)
+        (work / WORK_MARKER).touch()
         write_json(stored_path, fingerprint)
         for p in work.glob("checkpoint-*"):
             if p.is_dir() and p not in checkpoints:

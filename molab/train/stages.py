@@ -61,8 +61,8 @@ def train_stage(
 ) -> StageResult:
     """Run training stage `kind` ('midtrain', 'sft' or 'dpo') into the stage directory `out`
     (`runs/<run>/<stage>`). `restart` deletes its checkpoints instead of resuming from them."""
-    out = Path(out).expanduser().resolve()
-    run = RunDir(out.parent.name, out.parent.parent)
+    run, stage = RunDir.of_stage(out)
+    out = run.stage_dir(stage)
     data = _data_path(kind, config, run)
     start = start_spec(config.model, config.stack_on)
     model_dir = resolve_model_dir(start.name, start.revision)
@@ -78,13 +78,17 @@ def train_stage(
         inputs["documents"] = config.documents
     rank, world = process_rank()
     work = run.work_dir(out.name)
-    if restart and rank == 0:
-        shutil.rmtree(work, ignore_errors=True)
+
+    def train(tmp: Path) -> dict:
+        if restart and rank == 0:  # under the stage's lock: no other writer's checkpoints go
+            run.remove_work_dir(out.name)
+        return _train(kind, config, data, start, work, tmp, out, resume=not restart)
+
     return run_stage(
         run,
         out.name,
         config,
-        lambda tmp: _train(kind, config, data, start, work, tmp, out, resume=not restart),
+        train,
         inputs=inputs,
         seed=config.seed,
         force=force or restart,
