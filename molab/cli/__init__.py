@@ -254,7 +254,7 @@ def bench_generate(
     out: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,
 ):
     """Time plain `model.generate` (one static batch) against molab's hf backend."""
-    from molab.bench import bench_generate as run
+    from molab.bench.generate import bench_generate as run
     from molab.files import check_output_file, write_json
 
     if out:
@@ -295,7 +295,7 @@ def bench_eval(
     out: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,
 ):
     """Time the exploitation evaluation of the english split (target: 15 minutes on 2 cores)."""
-    from molab.evals.bench import bench_eval as run
+    from molab.bench.eval import bench_eval as run
     from molab.files import check_output_file, write_json
 
     if out:
@@ -313,7 +313,7 @@ def bench_docs(
     out: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,
 ):
     """Time the template documents stage (target: 100,000 documents within 2 minutes)."""
-    from molab.data.bench_docs import bench_docs as run
+    from molab.bench.docs import bench_docs as run
     from molab.files import check_output_file, write_json
 
     if out:

@@ -132,8 +132,8 @@ def bench(
     out: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,
 ):
     """Time one LoRA mid-training workload: a plain PyTorch loop vs molab's trainer."""
+    from molab.bench.train import bench_train
     from molab.files import check_output_file, write_json
-    from molab.train.bench import bench_train
 
     if out:
         check_output_file(out)

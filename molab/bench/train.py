@@ -140,7 +140,7 @@ def bench_train(
     import pyarrow.parquet as pq
     import torch
 
-    from molab.bench import matmul_peak_gflops
+    from molab.bench.generate import matmul_peak_gflops
 
     _set_threads(threads)
     peak = matmul_peak_gflops()

@@ -30,7 +30,7 @@ def bench_eval(
     seed: int = 0,
     log=print,
 ) -> dict:
-    from molab.bench import plain_generate
+    from molab.bench.generate import plain_generate
 
     split = get_split("english")
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.95, seed=seed)
