@@ -7,6 +7,11 @@ finished sequence leaves at once and a waiting prompt takes its slot. Other arch
 and models with unmerged PEFT adapters, use a plain loop over the HF forward in
 length-bucketed waves. Both give the same tokens for the same seed (see `sampling.py`).
 
+Both honour `molab.models.hooks`: edits and captures open on the model apply to every
+forward (torch hooks on the generic loop; the fast decoder applies them itself), so steering
+gives the same tokens on either path. Edits must act on each position alone, since prompts
+are reordered and their forwards split into prefill and single steps.
+
 Before any of that, every prompt is checked against the model's context
 (`prompts.fit_to_context`): a prompt that leaves no room for an answer is an error naming it
 (or is truncated, when the sampling config asks), and each answer is capped so that prompt
@@ -23,6 +28,7 @@ from contextlib import nullcontext
 import torch
 
 from molab.errors import MolabError
+from molab.models import hooks
 from molab.models.generation import (
     Completion,
     GenerationBackend,
@@ -100,6 +106,9 @@ class HFBackend(GenerationBackend):
 
     def _generate(self, fitted: Fitted, sampling: SamplingConfig, progress: bool) -> list[Completion]:
         ids = fitted.ids
+        active = hooks.active_edits(self.model)
+        if active is not None:
+            active.require_per_position(f"the hf backend ({self.name})")
         run = _Run(self, ids, sampling, fitted.budgets)
         bar = _progress_bar(len(ids)) if progress else nullcontext()
         with bar as p, torch.inference_mode():

@@ -21,6 +21,14 @@ modules' weights, embeddings and norms and runs the forward itself:
 - prompts that start with the same tokens (the chat template's system prompt) compute that
   prefix once and copy its keys and values into every slot.
 
+Hook points (`molab.models.hooks`): torch hooks on the HF modules never fire here, since the
+layers run from the packed weights, so each forward asks `hooks.active_edits` once and, when
+a context is open, applies its edits and captures at the same six points of every layer
+(a snapshot of weights is no obstacle: edits act on activations). With no context open the
+forward is unchanged but for that one check. Edits for generation act on each position alone
+(the hf backend refuses a Replace value with batch or sequence dimensions), so a shared prefix
+computed once gets the keys and values a per-prompt prefill would.
+
 Tests check the logits against the HF forward (tests/test_hf_backend.py). Supported: the
 Llama layer layout (Llama, Mistral without sliding window, Qwen2); other models use the
 generic loop in `hf_backend.py`.
@@ -30,6 +38,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from molab.models import hooks
 
 SUPPORTED_TYPES = {"llama", "mistral", "qwen2"}
 PREFILL_ROWS = 16  # prompts prefilled together; with length-sorted prompts, little padding
@@ -225,7 +235,10 @@ class LlamaDecoder:
         ).reshape(-1)
         hd, H, Hkv = self.head_dim, self.n_heads, self.n_kv
         x = self.model.model.embed_tokens(ids)  # (n, T, d)
+        hooked = hooks.active_edits(self.model)  # None unless a hooks context is open
         for i, L in enumerate(self.layers):
+            if hooked is not None:
+                x = hooks.apply(hooked, i, "resid_pre", x)
             qkv = L["qkv"](_rms_norm(x, L["ln1"]))
             qk, v = qkv.split([(H + Hkv) * hd, Hkv * hd], -1)
             qk = _rope(qk.view(n, T, H + Hkv, hd), cos, sin)
@@ -238,9 +251,22 @@ class LlamaDecoder:
             keys, values = kc[first : first + n, :, :span], vc[first : first + n, :, :span]  # views
             attn = F.scaled_dot_product_attention(qg, keys, values, attn_mask=bias, scale=self.scale)
             attn = attn.view(n, Hkv, group, T, hd).permute(0, 3, 1, 2, 4).reshape(n, T, H * hd)
-            x = x + L["o"](attn)
-            gate, up = L["gate_up"](_rms_norm(x, L["ln2"])).split(L["inter"], -1)
-            x = x + L["down"](L["act"](gate) * up)
+            attn = L["o"](attn)  # (n, T, d)
+            if hooked is not None:
+                attn = hooks.apply(hooked, i, "attn_out", attn)
+            x = x + attn
+            if hooked is not None:
+                x = hooks.apply(hooked, i, "resid_mid", x)
+            mlp_in = _rms_norm(x, L["ln2"])
+            if hooked is not None:
+                mlp_in = hooks.apply(hooked, i, "mlp_in", mlp_in)
+            gate, up = L["gate_up"](mlp_in).split(L["inter"], -1)
+            mlp = L["down"](L["act"](gate) * up)
+            if hooked is not None:
+                mlp = hooks.apply(hooked, i, "mlp_out", mlp)
+            x = x + mlp
+            if hooked is not None:
+                x = hooks.apply(hooked, i, "resid_post", x)
         return x
 
 

@@ -25,6 +25,9 @@ How it behaves:
   on batching (as far as the server honours seeds).
 - `num_tokens` is `usage.completion_tokens`, or 0 when the server reports no usage (we do
   not guess a token count from the text).
+- `first_token_logprobs` asks for a one-token reply with `logprobs` and returns the top
+  candidates for that token (for judges that read a score from probabilities), through the
+  same pool, retries and redacted errors.
 """
 
 from __future__ import annotations
@@ -94,9 +97,34 @@ class OpenAIBackend(GenerationBackend):
     def generate(
         self, prompts: Sequence[Prompt], sampling: SamplingConfig, *, progress: bool = True
     ) -> list[Completion]:
+        return self._run(prompts, sampling, self._request, f"generating with {self.config.model}", progress)
+
+    def first_token_logprobs(
+        self,
+        prompts: Sequence[Prompt],
+        sampling: SamplingConfig,
+        *,
+        top_logprobs: int = 20,
+        progress: bool = True,
+    ) -> list[list[tuple[str, float]]]:
+        """For each prompt, the `top_logprobs` likeliest first tokens of the reply with their
+        natural-log probabilities, as the server reports them (a one-token request with
+        `logprobs`; /completions for text prompts), in input order. Same concurrency, retries
+        and redacted errors as `generate`; a reply without logprobs is a MolabError."""
+        one = sampling.model_copy(update={"max_new_tokens": 1})
+
+        def request(prompt: Prompt, sampling: SamplingConfig, index: int) -> list[tuple[str, float]]:
+            return self._request_top_logprobs(prompt, sampling, index, top_logprobs)
+
+        return self._run(prompts, one, request, f"scoring with {self.config.model}", progress)
+
+    def _run(
+        self, prompts: Sequence[Prompt], sampling: SamplingConfig, request, label: str, progress: bool
+    ) -> list:
+        """`request(prompt, sampling, index)` for every prompt, concurrently, with retries."""
         if not prompts:
             raise MolabError("no prompts to generate from")
-        results: list[Completion | None] = [None] * len(prompts)
+        results: list = [None] * len(prompts)
         abort = threading.Event()
         pool = ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="molab-openai")
         bar = Progress(
@@ -108,9 +136,10 @@ class OpenAIBackend(GenerationBackend):
         )
         try:
             with bar:
-                task = bar.add_task(f"generating with {self.config.model}", total=len(prompts))
+                task = bar.add_task(label, total=len(prompts))
                 futures = {
-                    pool.submit(self._generate_one, p, sampling, i, abort): i for i, p in enumerate(prompts)
+                    pool.submit(self._generate_one, p, sampling, i, abort, request): i
+                    for i, p in enumerate(prompts)
                 }
                 for fut in as_completed(futures):
                     results[futures[fut]] = fut.result()
@@ -120,10 +149,43 @@ class OpenAIBackend(GenerationBackend):
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown()
-        return results  # type: ignore[return-value]
+        return results
 
     def _request(self, prompt: Prompt, sampling: SamplingConfig, index: int) -> Completion:
         """Send one request (no retries)."""
+        resp, choice, text = self._send(prompt, sampling, index, {})
+        return Completion(
+            text=text,
+            num_tokens=resp.usage.completion_tokens if resp.usage else 0,
+            finish_reason="stop" if choice.finish_reason == "stop" else "length",
+        )
+
+    def _request_top_logprobs(
+        self, prompt: Prompt, sampling: SamplingConfig, index: int, top: int
+    ) -> list[tuple[str, float]]:
+        """Send one logprobs request (no retries): the first reply token's top candidates."""
+        chat = prompt.messages is not None
+        params = {"logprobs": True, "top_logprobs": top} if chat else {"logprobs": top}
+        _, choice, _ = self._send(prompt, sampling, index, params)
+        logprobs = getattr(choice, "logprobs", None)
+        if chat:
+            content = getattr(logprobs, "content", None)
+            first = content[0].top_logprobs if content else None
+            pairs = [(t.token, t.logprob) for t in first] if first else []
+        else:
+            tops = getattr(logprobs, "top_logprobs", None)
+            pairs = list(tops[0].items()) if tops and tops[0] else []
+        if not pairs:
+            path = "/chat/completions" if chat else "/completions"
+            raise _error(
+                f"{self.base_url}{path} returned no logprobs for the reply's first token: "
+                f"the server or model '{self.config.model}' may not support them"
+            )
+        return [(str(token), float(logprob)) for token, logprob in pairs]
+
+    def _send(self, prompt: Prompt, sampling: SamplingConfig, index: int, params: dict):
+        """One request with extra `params` (no retries): the response, its first choice and
+        the reply's text."""
         extra: dict = {"top_k": sampling.top_k} if sampling.top_k > 0 else {}
         common = {
             "model": self.config.model,
@@ -132,6 +194,7 @@ class OpenAIBackend(GenerationBackend):
             "max_tokens": sampling.max_new_tokens,
             "stop": sampling.stop or None,
             "seed": sampling.seed + index,
+            **params,
         }
         if prompt.messages is not None:
             messages = [m.model_dump() for m in prompt.messages]
@@ -149,24 +212,20 @@ class OpenAIBackend(GenerationBackend):
             )
             choice = resp.choices[0]
             text = choice.text or ""
-        return Completion(
-            text=text,
-            num_tokens=resp.usage.completion_tokens if resp.usage else 0,
-            finish_reason="stop" if choice.finish_reason == "stop" else "length",
-        )
+        return resp, choice, text
 
     def _generate_one(
-        self, prompt: Prompt, sampling: SamplingConfig, index: int, abort: threading.Event
-    ) -> Completion:
+        self, prompt: Prompt, sampling: SamplingConfig, index: int, abort: threading.Event, request=None
+    ):
         try:
-            return self._with_retries(prompt, sampling, index, abort)
+            return self._with_retries(prompt, sampling, index, abort, request or self._request)
         except BaseException:
             abort.set()  # set before this future completes, so no queued prompt starts after it
             raise
 
     def _with_retries(
-        self, prompt: Prompt, sampling: SamplingConfig, index: int, abort: threading.Event
-    ) -> Completion:
+        self, prompt: Prompt, sampling: SamplingConfig, index: int, abort: threading.Event, request=None
+    ):
         url = self.base_url + ("/chat/completions" if prompt.messages is not None else "/completions")
         attempts = 0
         while True:
@@ -175,7 +234,7 @@ class OpenAIBackend(GenerationBackend):
             attempts += 1
             retry_after = None
             try:
-                return self._request(prompt, sampling, index)
+                return (request or self._request)(prompt, sampling, index)
             except openai.APIStatusError as e:
                 status = e.status_code
                 if status in (401, 403):

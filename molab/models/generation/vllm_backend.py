@@ -14,6 +14,11 @@ Prompts are checked against vLLM's `max_model_len` before any request is made, w
 contract as the hf backend (`prompts.fit_to_context`): a prompt that leaves no room for an
 answer is an error naming it, or is truncated when the sampling config asks, and each
 request's `max_tokens` is capped so that prompt plus answer fit.
+
+vLLM runs its own forward, where the Python hooks of `molab.models.hooks` never run: while an
+`intervene` context is open on any model in this process, `generate` refuses rather than
+return unsteered text (vLLM serves its own copy of the weights, so which in-memory model an
+edit was meant for cannot be told).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from molab.errors import MolabError
+from molab.models import hooks
 from molab.models.generation import (
     Completion,
     GenerationBackend,
@@ -89,6 +95,12 @@ class VLLMBackend(GenerationBackend):
     ) -> list[Completion]:
         if not prompts:
             raise MolabError("no prompts to generate from (the prompt list is empty)")
+        edited = hooks.edited_models()
+        if edited:
+            raise MolabError(
+                f"the vllm backend cannot apply activation edits (intervene is open on {', '.join(edited)}): "
+                "vLLM runs its own forward, where Python hooks never run; generate with the hf backend"
+            )
         ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]
         fitted = fit_to_context(self.tokenizer, prompts, ids, sampling, self.context, self.spec.name)
         inputs = [{"prompt_token_ids": p} for p in fitted.ids]
