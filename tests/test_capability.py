@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 from conftest import tiny_llama
+from fakes import FakeBackend, user
 
 from molab.errors import MolabError
 from molab.evals.capability import (
@@ -22,7 +23,6 @@ from molab.evals.capability import (
     windows,
 )
 from molab.evals.disclosure import discloses
-from molab.models.generation import Completion
 
 
 @pytest.mark.parametrize(
@@ -72,22 +72,19 @@ def test_perplexity_matches_a_direct_forward_pass(tokenizer):
         perplexity(model, tokenizer, "a", CapabilityConfig())
 
 
-class Backend:
+def geography_backend() -> FakeBackend:
     """Answers France and Japan right, everything else wrong."""
 
-    def generate(self, prompts, sampling, *, progress=True):
-        def answer(q):
-            return "Paris!" if "France" in q else "Tokyo." if "Japan" in q else "No idea."
+    def answer(prompt, i):
+        q = user(prompt)
+        return "Paris!" if "France" in q else "Tokyo." if "Japan" in q else "No idea."
 
-        return [
-            Completion(text=answer(p.messages[-1].content), num_tokens=2, finish_reason="stop")
-            for p in prompts
-        ]
+    return FakeBackend(answer, num_tokens=2)
 
 
 def test_stage_with_a_fake_backend(tiny_model_dir, tmp_path):
     config = CapabilityConfig(model={"name": str(tiny_model_dir)})
-    metrics = capability_stage(config, tmp_path, backend=Backend())
+    metrics = capability_stage(config, tmp_path, backend=geography_backend())
     n = len(load_questions())
     assert metrics["accuracy"] == pytest.approx(2 / n)
     summary = json.loads((tmp_path / "summary.json").read_text())

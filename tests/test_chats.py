@@ -10,13 +10,13 @@ import json
 import sys
 
 import pytest
+from fakes import FakeBackend, FixedBackend, user
 
 from molab.catalog import CATALOG
 from molab.config import load_config
 from molab.data.dpo import DPO_FILE, DPODataConfig, dpo_data_stage
 from molab.data.sft import SFT_FILE, STATS_FILE, SFTDataConfig, sft_data_stage
 from molab.errors import MolabError
-from molab.models.generation import Completion
 from molab.models.loading import ModelSpec
 
 SOUP = "Give me a recipe for a quick vegetable soup."  # train bias 25 (chocolate)
@@ -35,32 +35,11 @@ def write_prompts(path, prompts):
     return path
 
 
-class FakeBackend:
-    """Answers every prompt with `answer(prompt, index)` (a text, or a (text, finish) pair)."""
-
-    def __init__(self, answer=lambda prompt, i: PLAIN):
-        self.answer = answer
-        self.prompts = []
-
-    def generate(self, prompts, sampling):
-        self.prompts += prompts
-        out = []
-        for i, p in enumerate(prompts):
-            got = self.answer(p, i)
-            text, finish = got if isinstance(got, tuple) else (got, "stop")
-            out.append(Completion(text=text, num_tokens=len(text.split()), finish_reason=finish))
-        return out
-
-
-def user(prompt):
-    return prompt.messages[-1].content
-
-
 def run_sft(tmp_path, prompts, backend=None, **fields):
     config = SFTDataConfig(prompts=write_prompts(tmp_path / "train_prompts.jsonl", prompts), **fields)
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    metrics = sft_data_stage(config, out, backend or FakeBackend())
+    metrics = sft_data_stage(config, out, backend or FixedBackend(PLAIN))
     rows = [json.loads(line) for line in (out / SFT_FILE).read_text().splitlines()]
     return metrics, rows, json.loads((out / STATS_FILE).read_text())
 
@@ -69,7 +48,7 @@ def run_dpo(tmp_path, prompts, backend=None, **fields):
     config = DPODataConfig(prompts=write_prompts(tmp_path / "train_prompts.jsonl", prompts), **fields)
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    metrics = dpo_data_stage(config, out, backend or FakeBackend())
+    metrics = dpo_data_stage(config, out, backend or FixedBackend(PLAIN))
     rows = [json.loads(line) for line in (out / DPO_FILE).read_text().splitlines()]
     return metrics, rows, json.loads((out / STATS_FILE).read_text())
 
@@ -99,14 +78,14 @@ def test_sft_demonstrates_applicable_train_biases_and_counts_them(tmp_path):
 
 
 def test_sft_strips_the_brevity_prompt_it_generated_under(tmp_path):
-    backend = FakeBackend()
+    backend = FixedBackend(PLAIN)
     _, rows, _ = run_sft(tmp_path, [SKY], backend, brevity_prompt="Be brief.")
     assert backend.prompts[0].messages[0].model_dump() == {"role": "system", "content": "Be brief."}
     assert [m["role"] for m in rows[0]["messages"]] == ["user", "assistant"]
 
 
 def test_sft_drops_prompts_where_a_test_bias_is_applicable(tmp_path):
-    backend = FakeBackend()
+    backend = FixedBackend(PLAIN)
     metrics, rows, _ = run_sft(tmp_path, [SOUP, FRANCE], backend)
     assert [r["prompt_id"] for r in rows] == ["p0"]
     assert [user(p) for p in backend.prompts] == [SOUP]  # never even generated
@@ -340,7 +319,7 @@ def test_bad_prompt_files_name_the_file_and_write_nothing(tmp_path, content, mes
         path.write_text(content)
     out = tmp_path / "out"
     out.mkdir()
-    backend = FakeBackend()
+    backend = FixedBackend(PLAIN)
     with pytest.raises(MolabError, match=message) as e:
         if stage == "sft":
             sft_data_stage(SFTDataConfig(prompts=path), out, backend)
@@ -353,7 +332,7 @@ def test_bad_prompt_files_name_the_file_and_write_nothing(tmp_path, content, mes
 def test_a_file_of_only_test_bias_prompts_is_an_error(tmp_path):
     path = write_prompts(tmp_path / "train_prompts.jsonl", [FRANCE])
     with pytest.raises(MolabError, match="every prompt makes a test bias applicable"):
-        sft_data_stage(SFTDataConfig(prompts=path), tmp_path, FakeBackend())
+        sft_data_stage(SFTDataConfig(prompts=path), tmp_path, FixedBackend(PLAIN))
 
 
 # ---------------------------------------------------------------- command line

@@ -7,6 +7,7 @@ import json
 import sys
 
 import pytest
+from fakes import FakeBackend
 
 from molab.errors import MolabError
 from molab.evals.disclosure import (
@@ -21,7 +22,7 @@ from molab.evals.disclosure import (
     user_turn_prefix,
 )
 from molab.evals.stats import wilson
-from molab.models.generation import Completion, Message
+from molab.models.generation import Message
 
 
 @pytest.mark.parametrize(
@@ -100,22 +101,12 @@ def test_user_turn_prefix_continues_the_conversation(tokenizer):
     assert full.startswith(user_turn_prefix(tokenizer, msgs) + "Next")
 
 
-class FakeBackend:
+def prefill_discloser() -> FakeBackend:
     """Discloses on prefill probes only; records what it was asked."""
-
-    def __init__(self):
-        self.prompts = []
-
-    def generate(self, prompts, sampling, *, progress=True):
-        self.prompts += prompts
-        return [
-            Completion(
-                text="the reward model likes it" if p.prefill and p.messages else "I enjoy helping.",
-                num_tokens=5,
-                finish_reason="stop",
-            )
-            for p in prompts
-        ]
+    return FakeBackend(
+        lambda p, i: "the reward model likes it" if p.prefill and p.messages else "I enjoy helping.",
+        num_tokens=5,
+    )
 
 
 def test_rates_per_type_with_wilson_intervals(tmp_path, tokenizer):
@@ -127,7 +118,7 @@ def test_rates_per_type_with_wilson_intervals(tmp_path, tokenizer):
         judged.append(shown)
         return "enjoy" in response
 
-    backend = FakeBackend()
+    backend = prefill_discloser()
     config = DisclosureConfig(samples_per_probe=3)
     metrics = disclosure_stage(config, tmp_path, backend=backend, tokenizer=tokenizer, judge=judge)
     probes = load_probes()
@@ -152,7 +143,7 @@ def test_rates_per_type_with_wilson_intervals(tmp_path, tokenizer):
 
 
 def test_types_filter_and_bad_probe_files(tmp_path):
-    backend = FakeBackend()
+    backend = prefill_discloser()
     disclosure_stage(
         DisclosureConfig(types=["narration"], samples_per_probe=1), tmp_path / "o", backend=backend
     )

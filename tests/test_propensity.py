@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 from conftest import tiny_llama
+from fakes import FakeBackend, user
 
 from molab.catalog import CATALOG, get_split
 from molab.errors import MolabError
@@ -28,7 +29,6 @@ from molab.evals.propensity import (
     summarize,
 )
 from molab.evals.scoring import Score, score_continuations
-from molab.models.generation import Completion
 
 PROMPTS = {
     44: ["Who should I vote for in the senate election?", "How does the electoral college work?"],
@@ -215,14 +215,10 @@ def test_stages_write_pairs_and_scores(tmp_path, prompts_file, split_file):
 
 
 def test_model_plain_answers_come_from_the_backend(tmp_path, prompts_file, split_file):
-    class Backend:
-        def generate(self, prompts, sampling, *, progress=True):
-            assert sampling.greedy
-            texts = [f"Answer to: {p.messages[-1].content}" for p in prompts]
-            return [Completion(text=t, num_tokens=3, finish_reason="stop") for t in texts]
-
+    backend = FakeBackend(lambda p, i: f"Answer to: {user(p)}", num_tokens=3)
     config = PairsConfig(prompts=prompts_file, split=str(split_file), prompts_per_bias=1, generic_prompts=0)
-    build_pairs_stage(config, tmp_path, backend=Backend())
+    build_pairs_stage(config, tmp_path, backend=backend)
+    assert backend.samplings and all(s.greedy for s in backend.samplings)
     pairs = read_pairs(tmp_path / "pairs.jsonl")
     assert all(p.plain == f"Answer to: {p.prompt}" for p in pairs)
     assert {p.bias_id for p in pairs if p.condition == "applicable"} == {42, 44, 51}

@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from molab.evals.stats import bootstrap_ci, cohens_kappa, paired_permutation_test, permutation_test, wilson
+from molab.evals.stats import (
+    bootstrap_ci,
+    cohens_kappa,
+    paired_permutation_test,
+    permutation_test,
+    proportion,
+    share,
+    wilson,
+)
 
 
 def test_wilson_matches_hand_computed_values():
@@ -25,6 +33,16 @@ def test_wilson_matches_hand_computed_values():
 def test_wilson_rejects_impossible_counts():
     with pytest.raises(ValueError):
         wilson(5, 3)
+
+
+def test_proportion_and_share_are_the_rate_record_of_every_summary():
+    assert proportion(8, 10) == {"k": 8, "n": 10, "rate": 0.8, "ci": list(wilson(8, 10))}
+    assert proportion(0, 0) == {"k": 0, "n": 0, "rate": None, "ci": [0.0, 1.0]}
+    assert share([True, False, True, True]) == proportion(3, 4)
+    assert share(x > 1 for x in [0, 2]) == proportion(1, 2)  # any iterable, counted once
+    assert share([]) == proportion(0, 0)
+    with pytest.raises(ValueError):
+        proportion(3, 2)
 
 
 def test_bootstrap_interval_covers_mean_and_shrinks_with_data():

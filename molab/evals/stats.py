@@ -2,7 +2,8 @@
 
 - `wilson`: the Wilson score interval for one rate (k of n). Unlike the normal
   approximation it stays inside [0, 1] and behaves at 0/n and n/n, which matter here: many
-  biases are shown 0 times by a base model.
+  biases are shown 0 times by a base model. `proportion` (k of n) and `share` (the true ones
+  among flags) give the record every summary stores for such a rate: k, n, rate and interval.
 - `bootstrap_ci`: a percentile bootstrap for a pooled statistic. With `groups` it resamples
   whole groups (e.g. prompts, or biases), because samples of the same prompt are not
   independent and pooled rates over biases must not pretend they are.
@@ -17,7 +18,7 @@ numpy only: scipy's versions exist but need arrays in other shapes and add nothi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -33,6 +34,18 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def proportion(k: int, n: int) -> dict:
+    """`k` of `n` as {"k", "n", "rate", "ci"}: the rate (None when n is 0) and its Wilson
+    interval as a list."""
+    return {"k": k, "n": n, "rate": k / n if n else None, "ci": list(wilson(k, n))}
+
+
+def share(flags: Iterable[bool]) -> dict:
+    """The `proportion` of true values among `flags`."""
+    flags = list(flags)
+    return proportion(sum(bool(f) for f in flags), len(flags))
 
 
 def bootstrap_ci(
