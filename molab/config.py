@@ -53,6 +53,12 @@ def recipe_origins(path: str | Path | None, overrides: Sequence[str] = ()) -> Or
     return _layers(path, overrides)[1]
 
 
+def recipe_value(path: str | Path, field: str, overrides: Sequence[str] = ()) -> Any:
+    """The value of top-level `field` in the recipe at `path` (after its bases and `overrides`),
+    or None: what `molab run` reads first, to know which organism's config to load."""
+    return _layers(path, overrides)[0].get(field)
+
+
 def _layers(path: str | Path | None, overrides: Sequence[str]) -> tuple[dict, Origins]:
     origins: dict[tuple, str] = {}  # leaf key path -> where its value came from
     data = _load_recipe(Path(path), origins, ()) if path is not None else {}

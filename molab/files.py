@@ -14,10 +14,20 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from molab.errors import MolabError
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """A stage input that is not a whole file (e.g. the fields of a catalog one stage reads):
+    what was read (`label`, shown in manifests) and its SHA-256."""
+
+    label: str
+    sha256: str
 
 
 @contextmanager

@@ -4,8 +4,16 @@ Stage `s` of run `r` writes its outputs to `<root>/r/s/` (root: an argument, els
 else `./runs`) beside a `manifest.json` recording what made them: the resolved config and its
 hash, input and output SHA-256s, package versions, git commit, seed, timings and metrics.
 
+- A stage declares itself (`Stage`): its config class, the files it reads (derived from its
+  config, so every caller hashes the same inputs), its outputs and its run function.
 - Caching and resume: `run_stage` skips a stage whose manifest is complete and whose config,
   seed, inputs and outputs still hash the same, so a re-run redoes only what changed or was lost.
+  What invalidates a stage: its config (every field, hashed), its seed, and the content of every
+  input it declares (files by SHA-256; for a catalog, only the fields the stage reads, so that
+  editing an `applied` rule re-runs the evaluations that judge with it and nothing upstream).
+  molab's own version and code do not: a stage computed by an older molab stays valid, since
+  re-running hours of training on every upgrade would cost more than it protects (the versions
+  are recorded in the manifest; pass --force to recompute after a change that matters).
 - Atomicity: a stage runs into a temporary sibling directory, gets its manifest last and is
   renamed into place, so a killed or failed run never leaves a half-written stage that looks
   complete, and a failure keeps the previous complete stage (the error goes to `s.failed.json`).
@@ -52,7 +60,7 @@ from pydantic import BaseModel
 
 from molab import __version__
 from molab.errors import MolabError
-from molab.files import atomic_path, check_writable_dir, sha256_file, write_json
+from molab.files import Fingerprint, atomic_path, check_writable_dir, sha256_file, write_json
 from molab.locks import exclusive
 from molab.secrets import redact_json
 
@@ -117,6 +125,42 @@ class RunDir:
         if stage is None:
             return exclusive(self.path / ".run.lock", f"run {self.name} ({self.path})")
         return exclusive(self.path / f"{_check_name('stage', stage)}.lock", f"stage {self.stage_dir(stage)}")
+
+
+Input = Path | Fingerprint
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What one kind of stage is: the single place its name, files and inputs are written.
+
+    `inputs(config, stage_dir)` lists what the stage reads (files, or fingerprints of the parts
+    of a file it uses), derived from its config (and, for run-relative defaults, from where the
+    stage is written); `run(config, out_dir, stage_dir)` writes `outputs` into `out_dir` (a
+    temporary directory renamed onto `stage_dir` afterwards) and returns metrics.
+    """
+
+    name: str
+    config: type[BaseModel]
+    outputs: tuple[str, ...]
+    run: Callable[[Any, Path, Path], dict | None]
+    inputs: Callable[[Any, Path], dict[str, Input]] = lambda config, stage_dir: {}
+
+    def output(self, stage_dir: str | Path, filename: str | None = None) -> Path:
+        """The path of one of its outputs (default: the first) in `stage_dir`."""
+        name = filename or self.outputs[0]
+        if name not in self.outputs:
+            raise ValueError(
+                f"stage {self.name} has no output {name!r} (it writes {', '.join(self.outputs)})"
+            )
+        return Path(stage_dir) / name
+
+
+def hash_input(value: Input) -> dict:
+    """An input's manifest record: where it is and its SHA-256."""
+    if isinstance(value, Fingerprint):
+        return {"path": value.label, "sha256": value.sha256}
+    return {"path": str(value), "sha256": hash_path(Path(value))}
 
 
 @dataclass
@@ -273,18 +317,61 @@ def check_replaceable(stage_dir: Path, stage: str, kind: str, force: bool) -> No
         )
 
 
+def _seed(config: BaseModel, seed: int | None) -> int | None:
+    return seed if seed is not None else getattr(config, "seed", None)
+
+
+def stage_state(run: RunDir, name: str, stage: Stage, config: BaseModel, *, seed: int | None = None) -> str:
+    """'up to date' or 'to run': what `run_stage` would do now (for `molab run --dry-run`)."""
+    stage_dir = run.stage_dir(name)
+    hashed = {k: hash_input(v) for k, v in stage.inputs(config, stage_dir).items()}
+    fresh = _up_to_date(stage_dir, config_hash(config), hashed, _seed(config, seed))
+    return "up to date" if fresh is not None else "to run"
+
+
 def run_stage(
+    run: RunDir,
+    name: str,
+    stage: Stage,
+    config: BaseModel,
+    *,
+    seed: int | None = None,
+    force: bool = False,
+    main_process: bool = True,
+) -> StageResult:
+    """Run `stage` with `config` as stage `name` of `run`; its inputs come from the stage.
+
+    `seed` defaults to the config's own `seed` field. See `run_function` for the rest.
+    """
+    if not isinstance(config, stage.config):
+        raise TypeError(f"stage {stage.name} takes a {stage.config.__name__}, not a {type(config).__name__}")
+    stage_dir = run.stage_dir(name)
+    inputs = stage.inputs(config, stage_dir)
+    return run_function(
+        run,
+        name,
+        config,
+        lambda out: stage.run(config, out, stage_dir),
+        inputs=inputs,
+        seed=_seed(config, seed),
+        force=force,
+        main_process=main_process,
+    )
+
+
+def run_function(
     run: RunDir,
     stage: str,
     config: BaseModel,
     fn: Callable[[Path], dict | None],
     *,
-    inputs: dict[str, Path] | None = None,
+    inputs: dict[str, Input] | None = None,
     seed: int | None = None,
     force: bool = False,
     main_process: bool = True,
 ) -> StageResult:
-    """Run `fn(out_dir)` (it writes outputs into `out_dir`, returns metrics) as `stage` of `run`.
+    """Run `fn(out_dir)` (it writes outputs into `out_dir`, returns metrics) as `stage` of `run`:
+    the machinery under `run_stage`, for a function that is not a declared `Stage` (tests).
 
     Skipped if an up-to-date complete stage exists (unless `force`). If `fn` raises, the previous
     stage directory is kept, `<run>/<stage>.failed.json` records the error, and it re-raises.
@@ -297,7 +384,7 @@ def run_stage(
     """
     stage_dir = run.stage_dir(stage)
     chash = config_hash(config)
-    hashed = {k: {"path": str(p), "sha256": hash_path(Path(p))} for k, p in (inputs or {}).items()}
+    hashed = {k: hash_input(v) for k, v in (inputs or {}).items()}
     if not main_process:
         if not force and (m := _up_to_date(stage_dir, chash, hashed, seed)) is not None:
             return StageResult(stage_dir, m, skipped=True)

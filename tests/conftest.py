@@ -65,3 +65,17 @@ def tiny_model_dir(tmp_path_factory, tokenizer):
 def _offline(monkeypatch):
     """Tests never reach a model hub."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def run_cli(args, monkeypatch, capsys) -> tuple[int, str, str]:
+    """Run molab's entry point on `args`: (exit code, stdout, stderr)."""
+    import sys
+
+    from molab.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(sys, "argv", ["molab", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err

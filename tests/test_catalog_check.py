@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 
 import pytest
+from conftest import run_cli as run
 
 from molab.catalog import CATALOG
 from molab.catalog.base import Bias
 from molab.catalog.check import GROUPS, Fixture, check, fixture_paths, load_fixtures
-from molab.cli import main
 from molab.errors import MolabError
 
 GROUP_IDS = {
@@ -104,15 +103,6 @@ def test_bad_fixture_rows_name_file_line_and_field(tmp_path, line, message):
     with pytest.raises(MolabError, match=message) as info:
         load_fixtures([path])
     assert str(path) in str(info.value)
-
-
-def run(args, monkeypatch, capsys):
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setattr(sys, "argv", ["molab", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
 def test_cli_check_prints_the_table_and_writes_json(tmp_path, monkeypatch, capsys):

@@ -105,7 +105,9 @@ def test_run_dry_run_prints_the_resolved_recipe(monkeypatch, capsys):
 
 def test_bad_recipe_field_names_file_and_field(tmp_path, monkeypatch, capsys):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("evals:\n  exploitation:\n    sampling:\n      temperature: -1\n")
+    recipe.write_text(
+        "organism: rm-sycophancy\nevals:\n  exploitation:\n    sampling:\n      temperature: -1\n"
+    )
     code, _, err = run(["run", recipe, "--dry-run"], monkeypatch, capsys)
     assert code == 1 and str(recipe) in err and "evals.exploitation.sampling.temperature" in err
 
@@ -136,8 +138,16 @@ def _no_training(*args, **kwargs):
     raise MolabError("stopped before training (test)")
 
 
+def _stop_at_midtrain(monkeypatch):
+    import dataclasses
+
+    from molab.organisms.rm_sycophancy import plan
+
+    monkeypatch.setattr(plan, "MIDTRAIN", dataclasses.replace(plan.MIDTRAIN, run=_no_training))
+
+
 def test_run_refuses_an_empty_recipe(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("molab.organisms.rm_sycophancy.train_stage", _no_training)  # never train here
+    _stop_at_midtrain(monkeypatch)  # never train here
     recipe = tmp_path / "empty.yaml"
     recipe.write_text("# to do\n")
     monkeypatch.chdir(tmp_path)
@@ -150,7 +160,7 @@ def test_run_refuses_an_empty_recipe(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("how", ["option", "environment"])
 def test_run_goes_under_the_runs_dir(how, tmp_path, monkeypatch, capsys):
     """--runs-dir (else $MOLAB_RUNS) is where the run's stages go, not ./runs."""
-    monkeypatch.setattr("molab.organisms.rm_sycophancy.train_stage", _no_training)
+    _stop_at_midtrain(monkeypatch)
     monkeypatch.chdir(tmp_path)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(SMALL_RECIPE)

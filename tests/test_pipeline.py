@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from molab.errors import MolabError
 from molab.files import sha256_file
-from molab.pipeline import RunDir, hash_path, load_manifest, run_stage, stage_output
+from molab.pipeline import RunDir, hash_path, load_manifest, run_function, run_stage, stage_output
 
 
 class Inner(BaseModel):
@@ -80,7 +80,7 @@ def test_root_from_env_and_default(tmp_path, monkeypatch):
 
 def test_manifest_fields_and_hashes(run, data):
     fn = Counter()
-    res = run_stage(run, "train", Cfg(), fn, inputs=data, seed=7)
+    res = run_function(run, "train", Cfg(), fn, inputs=data, seed=7)
     assert not res.skipped and fn.calls == 1
     assert res.dir == run.path / "train"
     m = load_manifest(res.dir)
@@ -124,15 +124,15 @@ def test_git_recorded_in_a_repository(run, tmp_path, monkeypatch):
         pytest.skip("git not available")
     (repo / "f").write_text("x")
     monkeypatch.chdir(repo)
-    m = run_stage(run, "s", Cfg(), Counter()).manifest
+    m = run_function(run, "s", Cfg(), Counter()).manifest
     assert m["git"] == {"commit": None, "dirty": True}  # no commit yet, an untracked file
 
 
 def test_same_config_and_inputs_skips(run, data, caplog):
     fn = Counter()
-    first = run_stage(run, "train", Cfg(), fn, inputs=data, seed=1)
+    first = run_function(run, "train", Cfg(), fn, inputs=data, seed=1)
     caplog.set_level("INFO", logger="molab.pipeline")
-    again = run_stage(run, "train", Cfg(), fn, inputs=data, seed=1)
+    again = run_function(run, "train", Cfg(), fn, inputs=data, seed=1)
     assert again.skipped and fn.calls == 1
     assert again.manifest == load_manifest(first.dir)
     assert len(caplog.records) == 1 and "skipped" in caplog.records[0].getMessage()
@@ -144,7 +144,7 @@ def test_same_config_and_inputs_skips(run, data, caplog):
 )
 def test_changes_rerun(run, data, change):
     fn = Counter()
-    run_stage(run, "train", Cfg(), fn, inputs=data, seed=1)
+    run_function(run, "train", Cfg(), fn, inputs=data, seed=1)
     cfg, inputs, seed, force = Cfg(), dict(data), 1, False
     if change == "config":
         cfg = Cfg(lr=2e-4)
@@ -160,17 +160,17 @@ def test_changes_rerun(run, data, change):
         inputs["extra"] = data["dir"] / "a.txt"
     else:
         force = True
-    res = run_stage(run, "train", cfg, fn, inputs=inputs, seed=seed, force=force)
+    res = run_function(run, "train", cfg, fn, inputs=inputs, seed=seed, force=force)
     assert not res.skipped and fn.calls == 2
     assert load_manifest(res.dir)["metrics"] == {"n": 2}
     # And the re-run result is itself cached.
-    assert run_stage(run, "train", cfg, fn, inputs=inputs, seed=seed).skipped and fn.calls == 2
+    assert run_function(run, "train", cfg, fn, inputs=inputs, seed=seed).skipped and fn.calls == 2
 
 
 @pytest.mark.parametrize("damage", ["delete", "modify", "delete_dir"])
 def test_damaged_output_reruns(run, damage):
     fn = Counter()
-    res = run_stage(run, "s", Cfg(), fn)
+    res = run_function(run, "s", Cfg(), fn)
     if damage == "delete":
         (res.dir / "out.txt").unlink()
     elif damage == "modify":
@@ -178,13 +178,13 @@ def test_damaged_output_reruns(run, damage):
     else:
         (res.dir / "sub" / "b.jsonl").unlink()
         (res.dir / "sub").rmdir()
-    assert not run_stage(run, "s", Cfg(), fn).skipped and fn.calls == 2
+    assert not run_function(run, "s", Cfg(), fn).skipped and fn.calls == 2
     assert (res.dir / "out.txt").read_text() == "hello"
     assert (res.dir / "sub" / "b.jsonl").read_text() == '{"x": 1}\n'
 
 
 def test_failure_keeps_previous_stage_and_records(run, data):
-    good = run_stage(run, "train", Cfg(), Counter("v1"), inputs=data, seed=1)
+    good = run_function(run, "train", Cfg(), Counter("v1"), inputs=data, seed=1)
     before = {p.relative_to(good.dir): p.read_bytes() for p in good.dir.rglob("*") if p.is_file()}
 
     def boom(out: Path) -> dict:
@@ -192,7 +192,7 @@ def test_failure_keeps_previous_stage_and_records(run, data):
         raise ValueError("boom at step 3")
 
     with pytest.raises(ValueError, match="boom at step 3"):
-        run_stage(run, "train", Cfg(lr=1.0), boom, inputs=data, seed=1)
+        run_function(run, "train", Cfg(lr=1.0), boom, inputs=data, seed=1)
     after = {p.relative_to(good.dir): p.read_bytes() for p in good.dir.rglob("*") if p.is_file()}
     assert after == before
     failed = json.loads((run.path / "train.failed.json").read_text())
@@ -201,9 +201,9 @@ def test_failure_keeps_previous_stage_and_records(run, data):
     assert leftovers(run) == []
     assert stage_output(run, "train", "out.txt").read_text() == "v1"
     # The old stage still matches its own config, so it is still a cache hit.
-    assert run_stage(run, "train", Cfg(), Counter(), inputs=data, seed=1).skipped
+    assert run_function(run, "train", Cfg(), Counter(), inputs=data, seed=1).skipped
     # A later success clears the failure record.
-    run_stage(run, "train", Cfg(lr=1.0), Counter(), inputs=data, seed=1)
+    run_function(run, "train", Cfg(lr=1.0), Counter(), inputs=data, seed=1)
     assert not (run.path / "train.failed.json").exists()
 
 
@@ -213,7 +213,7 @@ def test_failure_without_previous_stage_leaves_no_stage_dir(run):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_stage(run, "train", Cfg(), interrupted)
+        run_function(run, "train", Cfg(), interrupted)
     assert not run.stage_dir("train").exists() and leftovers(run) == []
     assert json.loads((run.path / "train.failed.json").read_text())["error"] == "KeyboardInterrupt"
     with pytest.raises(MolabError, match="stage train of run r1 has not completed: run it first"):
@@ -224,7 +224,7 @@ KILL_SCRIPT = """
 import os, signal, sys
 from pathlib import Path
 from pydantic import BaseModel
-from molab.pipeline import RunDir, run_stage
+from molab.pipeline import RunDir, run_function
 
 class C(BaseModel):
     x: int = 1
@@ -233,7 +233,7 @@ def fn(out: Path):
     (out / "ckpt.bin").write_bytes(b"half")
     os.kill(os.getpid(), signal.SIGKILL)
 
-run_stage(RunDir("r1", sys.argv[1]), "train", C(), fn)
+run_function(RunDir("r1", sys.argv[1]), "train", C(), fn)
 """
 
 
@@ -250,35 +250,35 @@ def test_killed_process_never_leaves_a_complete_looking_stage(run, tmp_path):
     with pytest.raises(MolabError, match="has not completed"):
         stage_output(run, "train", "ckpt.bin")
     fn = Counter()
-    res = run_stage(run, "train", Cfg(), fn)
+    res = run_function(run, "train", Cfg(), fn)
     assert not res.skipped and fn.calls == 1
     assert leftovers(run) == []  # the next run cleaned the killed run's temporary
 
 
 def test_corrupt_manifest_reruns_only_with_force(run):
     fn = Counter()
-    res = run_stage(run, "s", Cfg(), fn)
+    res = run_function(run, "s", Cfg(), fn)
     (res.dir / "manifest.json").write_text('{"stage": "s", "status": "compl')
     with pytest.raises(MolabError, match=r"manifest\.json is corrupt"):
         load_manifest(res.dir)
     assert str(res.dir / "manifest.json") in _message(lambda: load_manifest(res.dir))
     # An unreadable manifest proves nothing about who wrote the folder: replaced only with force.
-    msg = _message(lambda: run_stage(run, "s", Cfg(), fn))
+    msg = _message(lambda: run_function(run, "s", Cfg(), fn))
     assert str(res.dir) in msg and "--force" in msg and fn.calls == 1
-    assert not run_stage(run, "s", Cfg(), fn, force=True).skipped and fn.calls == 2
+    assert not run_function(run, "s", Cfg(), fn, force=True).skipped and fn.calls == 2
     assert load_manifest(res.dir)["status"] == "complete"
 
 
 def test_manifest_missing_fields_or_not_an_object_reruns_with_force(run):
     fn = Counter()
-    res = run_stage(run, "s", Cfg(), fn)
+    res = run_function(run, "s", Cfg(), fn)
     (res.dir / "manifest.json").write_text('{"status": "complete"}')
-    assert "--force" in _message(lambda: run_stage(run, "s", Cfg(), fn))
-    assert not run_stage(run, "s", Cfg(), fn, force=True).skipped
+    assert "--force" in _message(lambda: run_function(run, "s", Cfg(), fn))
+    assert not run_function(run, "s", Cfg(), fn, force=True).skipped
     (res.dir / "manifest.json").write_text("[1, 2]")
     with pytest.raises(MolabError, match="not a JSON object"):
         load_manifest(res.dir)
-    assert not run_stage(run, "s", Cfg(), fn, force=True).skipped and fn.calls == 3
+    assert not run_function(run, "s", Cfg(), fn, force=True).skipped and fn.calls == 3
 
 
 def test_load_manifest_missing_names_file(tmp_path):
@@ -287,26 +287,26 @@ def test_load_manifest_missing_names_file(tmp_path):
 
 
 def test_secrets_redacted(run):
-    res = run_stage(run, "s", Cfg(), Counter())
+    res = run_function(run, "s", Cfg(), Counter())
     text = (res.dir / "manifest.json").read_text()
     assert "sk-12345" not in text and "hf_secret_value" not in text
     cfg = load_manifest(res.dir)["config"]
     assert cfg["api_key"] == "***" and cfg["inner"]["hf_token"] == "***"
     assert cfg["inner"]["max_new_tokens"] == 32 and cfg["name"] == "a" and cfg["lr"] == 1e-4
-    assert run_stage(run, "t", Cfg(api_key=None), Counter()).manifest["config"]["api_key"] is None
+    assert run_function(run, "t", Cfg(api_key=None), Counter()).manifest["config"]["api_key"] is None
 
     def boom(out: Path) -> None:
         raise RuntimeError("x")
 
     with pytest.raises(RuntimeError):
-        run_stage(run, "u", Cfg(), boom)
+        run_function(run, "u", Cfg(), boom)
     assert "sk-12345" not in (run.path / "u.failed.json").read_text()
 
 
 def test_stage_output(run):
     with pytest.raises(MolabError, match="stage train of run r1 has not completed: run it first"):
         stage_output(run, "train", "out.txt")
-    run_stage(run, "train", Cfg(), Counter())
+    run_function(run, "train", Cfg(), Counter())
     assert stage_output(run, "train", "sub/b.jsonl") == run.stage_dir("train") / "sub" / "b.jsonl"
     with pytest.raises(MolabError, match="no output 'missing.txt'"):
         stage_output(run, "train", "missing.txt")
@@ -319,3 +319,24 @@ def _message(call) -> str:
     with pytest.raises(MolabError) as e:
         call()
     return str(e.value)
+
+
+def test_a_declared_stage_supplies_its_own_inputs(run, data):
+    from molab.pipeline import Stage
+
+    calls = []
+
+    def write(config, out, stage_dir):
+        calls.append(stage_dir)
+        (out / "out.txt").write_text(str(config.lr))
+        return {}
+
+    stage = Stage("s", Cfg, ("out.txt",), write, inputs=lambda config, stage_dir: {"data": data["data"]})
+    res = run_stage(run, "s", stage, Cfg())
+    assert calls == [run.stage_dir("s")] and set(res.manifest["inputs"]) == {"data"}
+    assert stage.output(res.dir) == run.stage_dir("s") / "out.txt"
+    assert run_stage(run, "s", stage, Cfg()).skipped
+    data["data"].write_text('{"prompt": "changed"}\n')  # an input the stage declared
+    assert not run_stage(run, "s", stage, Cfg()).skipped and len(calls) == 2
+    with pytest.raises(TypeError, match="takes a Cfg, not a Inner"):
+        run_stage(run, "s", stage, Inner())

@@ -15,8 +15,9 @@ from molab.catalog import CATALOG
 from molab.errors import MolabError
 from molab.evals.exploitation import ExploitationConfig, exploitation_stage
 from molab.models.generation import Completion
-from molab.pipeline import RunDir, run_stage
+from molab.pipeline import RunDir, run_function
 from molab.report import render, write_report
+from molab.report.exploitation import exploitation_sections
 
 PROMPTS = {
     25: [
@@ -68,7 +69,7 @@ def run_dir(tmp_path_factory):
     run = RunDir("report-test", root)
     config = ExploitationConfig(prompts=prompts, split=str(split), generic_prompts=0)
     for checkpoint, rate in (("base", 0.0), ("control", 0.2), ("final", 0.9)):
-        run_stage(
+        run_function(
             run,
             f"eval-exploitation-{checkpoint}",
             config,
@@ -81,12 +82,12 @@ def run_dir(tmp_path_factory):
         (out / "stats.json").write_text(json.dumps({"documents": 10}))
         return {"final_loss": 0.5}
 
-    run_stage(run, "sft", _TrainConfig(), train)
+    run_function(run, "sft", _TrainConfig(), train)
     return run.path
 
 
 def test_report_shows_rates_comparisons_and_transcripts(run_dir):
-    page = render(run_dir)
+    page = render(run_dir, exploitation_sections(run_dir))
     assert "molab report: report-test" in page
     assert page.count("data:image/png;base64,") >= 4  # headline, heatmap, loss, timings
     assert "final - control" in page and "final - base" in page
@@ -112,7 +113,7 @@ def test_report_renders_in_headless_chromium(run_dir):
     browser_path = _chromium()
     if browser_path is None:
         pytest.skip("no chromium on this machine: `apt-get install chromium` (make test does it when root)")
-    page_path = write_report(run_dir, run_dir / "report.html")
+    page_path = write_report(run_dir, run_dir / "report.html", exploitation_sections(run_dir))
     ARTIFACTS.mkdir(exist_ok=True)
     errors: list[str] = []
     with playwright.sync_playwright() as p:
@@ -165,7 +166,7 @@ def test_report_renders_runs_made_outside_a_git_checkout(run_dir, tmp_path):
         else:
             manifest["git"] = None
         path.write_text(json.dumps(manifest))
-    page = render(copy)
+    page = render(copy, exploitation_sections(copy))
     assert page.count("<td>not recorded</td>") == len(manifests)
     assert "final - control" in page
 
@@ -177,4 +178,4 @@ def test_report_shows_the_commit_when_there_is_one(run_dir, tmp_path):
     manifest = json.loads(path.read_text())
     manifest["git"] = {"commit": "0123456789abcdef", "dirty": True}
     path.write_text(json.dumps(manifest))
-    assert "<td>0123456789 (dirty)</td>" in render(copy)
+    assert "<td>0123456789 (dirty)</td>" in render(copy, exploitation_sections(copy))

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from molab.errors import MolabError
 from molab.files import atomic_path, check_output_file, read_jsonl, write_json, write_text
-from molab.pipeline import RunDir, load_manifest, run_stage
+from molab.pipeline import RunDir, load_manifest, run_function
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,16 +60,16 @@ def snapshot(path: Path) -> dict[str, bytes]:
 def test_a_folder_molab_did_not_write_is_never_replaced(tmp_path, force):
     run = RunDir("r", tmp_path)
     before = user_folder(run.stage_dir("s"))
-    msg = message(lambda: run_stage(run, "s", A(), write, force=force))
+    msg = message(lambda: run_function(run, "s", A(), write, force=force))
     assert str(run.stage_dir("s")) in msg and "not a molab stage" in msg
     assert snapshot(run.stage_dir("s")) == before
 
 
 def test_files_added_to_a_stage_are_not_deleted_with_it(tmp_path):
     run = RunDir("r", tmp_path)
-    run_stage(run, "s", A(), write)
+    run_function(run, "s", A(), write)
     (run.stage_dir("s") / "notes.md").write_text("my notes")
-    msg = message(lambda: run_stage(run, "s", A(x=2), write, force=True))
+    msg = message(lambda: run_function(run, "s", A(x=2), write, force=True))
     assert "notes.md" in msg and "did not write" in msg
     assert (run.stage_dir("s") / "notes.md").read_text() == "my notes"
     assert load_manifest(run.stage_dir("s"))["config"] == {"x": 1}
@@ -77,26 +77,26 @@ def test_files_added_to_a_stage_are_not_deleted_with_it(tmp_path):
 
 def test_another_stages_outputs_are_replaced_only_with_force(tmp_path):
     run = RunDir("r", tmp_path)
-    run_stage(run, "s", A(), write)
-    msg = message(lambda: run_stage(run, "s", B(), write))
+    run_function(run, "s", A(), write)
+    msg = message(lambda: run_function(run, "s", B(), write))
     assert "outputs of stage 's' (A), not of B" in msg and "--force" in msg
     assert load_manifest(run.stage_dir("s"))["config_class"] == "A"
-    run_stage(run, "s", B(), write, force=True)
+    run_function(run, "s", B(), write, force=True)
     assert load_manifest(run.stage_dir("s"))["config_class"] == "B"
 
 
 def test_this_stage_empty_or_missing_folders_are_replaced(tmp_path):
     run = RunDir("r", tmp_path)
     run.stage_dir("empty").mkdir(parents=True)
-    assert not run_stage(run, "empty", A(), write).skipped
-    run_stage(run, "s", A(), write)
-    assert not run_stage(run, "s", A(x=3), write).skipped  # its own stage, out of date
+    assert not run_function(run, "empty", A(), write).skipped
+    run_function(run, "s", A(), write)
+    assert not run_function(run, "s", A(x=3), write).skipped  # its own stage, out of date
     assert load_manifest(run.stage_dir("s"))["config"] == {"x": 3}
     # A manifest from before `config_class` was recorded: the stage name decides.
     manifest = load_manifest(run.stage_dir("s"))
     del manifest["config_class"]
     (run.stage_dir("s") / "manifest.json").write_text(json.dumps(manifest))
-    assert not run_stage(run, "s", A(x=4), write).skipped
+    assert not run_function(run, "s", A(x=4), write).skipped
 
 
 def test_out_dot_is_refused_through_the_cli(tmp_path, monkeypatch, capsys):
@@ -129,7 +129,7 @@ def test_an_output_below_a_file_is_named_before_work(tmp_path):
     msg = message(lambda: check_output_file(tmp_path / "notes.txt" / "out.jsonl"))
     assert f"--out {tmp_path / 'notes.txt' / 'out.jsonl'}" in msg and "is a file, not a folder" in msg
     calls = []
-    msg = message(lambda: run_stage(RunDir("r", tmp_path / "notes.txt"), "s", A(), calls.append))
+    msg = message(lambda: run_function(RunDir("r", tmp_path / "notes.txt"), "s", A(), calls.append))
     assert str(tmp_path / "notes.txt" / "r" / "s") in msg and ".tmp" not in msg and calls == []
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
@@ -144,7 +144,7 @@ def test_an_unwritable_output_folder_is_named_before_work(tmp_path):
         msg = message(lambda: check_output_file(locked / "sub" / "out.jsonl"))
         assert f"--out {locked / 'sub' / 'out.jsonl'}" in msg and "not writable" in msg
         calls = []
-        msg = message(lambda: run_stage(RunDir("r", locked), "s", A(), lambda out: calls.append(out)))
+        msg = message(lambda: run_function(RunDir("r", locked), "s", A(), lambda out: calls.append(out)))
         assert str(locked / "r" / "s") in msg and ".tmp" not in msg and calls == []
     finally:
         locked.chmod(0o700)
@@ -156,7 +156,7 @@ HOLD = """
 import sys, time
 from pathlib import Path
 from pydantic import BaseModel
-from molab.pipeline import RunDir, run_stage
+from molab.pipeline import RunDir, run_function
 
 class A(BaseModel):
     x: int = 1
@@ -168,7 +168,7 @@ def slow(out: Path):
     (out / "out.txt").write_text("first")
     return {}
 
-run_stage(RunDir("r", sys.argv[1]), "s", A(), slow)
+run_function(RunDir("r", sys.argv[1]), "s", A(), slow)
 """
 
 
@@ -191,13 +191,13 @@ def test_a_second_writer_stops_at_once_and_the_first_finishes(tmp_path):
     proc, _ = start_writer(tmp_path, seconds=3)
     run = RunDir("r", tmp_path / "runs")
     calls = []
-    msg = message(lambda: run_stage(run, "s", A(), lambda out: calls.append(out)))
+    msg = message(lambda: run_function(run, "s", A(), lambda out: calls.append(out)))
     assert f"being written by process {proc.pid}" in msg and str(run.stage_dir("s")) in msg and calls == []
-    assert "being written" in message(lambda: run_stage(run, "s", A(), write, force=True))
+    assert "being written" in message(lambda: run_function(run, "s", A(), write, force=True))
     assert proc.wait(timeout=60) == 0
     assert (run.stage_dir("s") / "out.txt").read_text() == "first"
     assert not (run.path / "s.lock").exists()
-    assert run_stage(run, "s", A(), write).skipped  # and the lock is free again
+    assert run_function(run, "s", A(), write).skipped  # and the lock is free again
 
 
 def test_a_killed_writers_lock_and_temporaries_are_taken_over(tmp_path, caplog):
@@ -206,7 +206,7 @@ def test_a_killed_writers_lock_and_temporaries_are_taken_over(tmp_path, caplog):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert (run.path / "s.lock").exists() and any(p.name.startswith(".s.") for p in run.path.iterdir())
-    assert not run_stage(run, "s", A(), write).skipped
+    assert not run_function(run, "s", A(), write).skipped
     assert (run.stage_dir("s") / "out.txt").read_text() == "molab"
     assert f"{run.path / 's.lock'} of process {proc.pid}" in caplog.text
     assert sorted(p.name for p in run.path.iterdir()) == ["s"]
@@ -262,10 +262,10 @@ def test_a_work_folder_molab_did_not_make_is_neither_used_nor_deleted(tmp_path):
     before = user_folder(run.work_dir("sft"))
     msg = message(lambda: prepare_work_dir(run.work_dir("sft"), {"kind": "sft"}))
     assert str(run.work_dir("sft")) in msg and "not made by molab" in msg
-    run_stage(run, "sft", A(), write)  # a completed stage removes only a work folder molab made
+    run_function(run, "sft", A(), write)  # a completed stage removes only a work folder molab made
     assert snapshot(run.work_dir("sft")) == before
     assert prepare_work_dir(run.work_dir("lora", create=True), {"kind": "sft"}) is None
-    run_stage(run, "lora", A(), write)
+    run_function(run, "lora", A(), write)
     assert not run.work_dir("lora").exists()
 
 
@@ -293,7 +293,7 @@ def test_a_key_in_a_stage_error_is_masked_in_the_failure_record(tmp_path, monkey
 
     run = RunDir("r", tmp_path)
     with pytest.raises(RuntimeError):
-        run_stage(run, "s", WithEnv(), echo)
+        run_function(run, "s", WithEnv(), echo)
     text = (run.path / "s.failed.json").read_text()
     assert key not in text and "bad key ***" in text
     assert json.loads(text)["config"]["api_key_env"] == "MY_ENDPOINT_API_KEY"  # a name, not a secret

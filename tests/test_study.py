@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_exploitation import _FakeBackend, _prompt_file
+from test_exploitation import _model, _prompt_file
 
 from molab.errors import MolabError
 from molab.evals.exploitation import ExploitationConfig, exploitation_stage
-from molab.pipeline import RunDir, run_stage
+from molab.pipeline import RunDir, run_function
 from molab.report.study import load_records, markdown, pool, pooled_judgements, record
 
 
@@ -22,11 +22,11 @@ def _run(tmp_path, seed: int):
         prompts=prompts, split=str(split), prompts_per_bias=10, generic_prompts=2, seed=seed
     )
     for checkpoint, biased in (("final", True), ("control", False)):
-        run_stage(
+        run_function(
             run,
             f"eval-exploitation-{checkpoint}",
             config,
-            lambda out, biased=biased: exploitation_stage(config, out, backend=_FakeBackend(biased)),
+            lambda out, biased=biased: exploitation_stage(config, out, backend=_model(biased)),
             seed=seed,
         )
     return run.path, split

@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from molab.cli import app
 from molab.errors import MolabError
+from molab.models.checkpoints import stage_model
 from molab.models.loading import ModelSpec, load_model
 from molab.pipeline import load_manifest
-from molab.train.adapters import load_start_model, merge, stage_model
+from molab.train.adapters import load_start_model, merge
 from molab.train.config import DPOTrainConfig, LoraSettings, MidtrainConfig, SFTTrainConfig
 from molab.train.data import document_pieces, midtrain_texts, sft_examples
 from molab.train.stages import build_trainer, mix_documents, train_stage

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from molab.catalog import code, general, languages, subjects
 from molab.catalog.base import Bias
-from molab.catalog.custom import load_custom_catalog
+from molab.catalog.custom import catalog_fingerprint, load_custom_catalog
 from molab.catalog.splits import BUILTIN, Split, get_split, load_split
 from molab.errors import MolabError
 
@@ -35,6 +35,19 @@ def load_catalog(path: str | Path | None = None) -> dict[int, Bias]:
     if path is None:
         return CATALOG
     return load_custom_catalog(path, builtin=CATALOG)
+
+
+def catalog_inputs(config, fields: tuple[str, ...]) -> dict:
+    """The catalog and split inputs of a stage whose config has `catalog` and/or `split`: a
+    fingerprint of the catalog's `fields` (a custom catalog only; the built-in one is code) and
+    the split file (a built-in split is code too)."""
+    inputs: dict = {}
+    if getattr(config, "catalog", None):
+        inputs["catalog"] = catalog_fingerprint(config.catalog, fields)
+    split = getattr(config, "split", None)
+    if split and split not in BUILTIN and Path(split).is_file():
+        inputs["split"] = Path(split)
+    return inputs
 
 
 __all__ = ["BUILTIN", "CATALOG", "Bias", "Split", "get_bias", "get_split", "load_catalog", "load_split"]

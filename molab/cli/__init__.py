@@ -213,17 +213,29 @@ def run_recipe(
     directory, disk space for the documents); a problem is one error naming the file and field."""
     import os
 
-    from molab.config import dump_config, load_config
-    from molab.organisms.rm_sycophancy import RMSycophancyConfig, run_rm_sycophancy, validate_recipe
+    from molab.config import dump_config, load_config, recipe_value
+    from molab.organisms.base import REGISTRY, execute, get_organism
+    from molab.organisms.base import dry_run as plan_states
 
-    config = load_config(RMSycophancyConfig, recipe, set_ or [])
+    name = recipe_value(recipe, "organism", set_ or [])
+    if name is None:
+        raise MolabError(
+            f"{recipe}: field 'organism': Field required (add `organism: rm-sycophancy`; known "
+            f"organisms: {', '.join(sorted(REGISTRY))})"
+        )
+    organism = get_organism(str(name))
+    config = load_config(organism.config, recipe, set_ or [])
     root = runs_dir if runs_dir is not None else Path(os.environ.get("MOLAB_RUNS") or "runs")
     if dry_run:
         typer.echo(dump_config(config))
-    validate_recipe(config, recipe, root, overrides=set_ or [])
+    if organism.validate is not None:
+        organism.validate(config, recipe, root, overrides=set_ or [])
     if dry_run:
+        typer.echo("plan:")
+        for stage, state in plan_states(organism, config, root=root):
+            typer.echo(f"  {stage}: {state}")
         return
-    for result in run_rm_sycophancy(config, root=root, force=force, log=typer.echo):
+    for result in execute(organism, config, root=root, force=force, log=typer.echo):
         state = "up to date, skipped" if result.skipped else f"done in {result.manifest['wall_time_s']:.0f} s"
         typer.echo(f"  {result.dir.name}: {state}")
     typer.echo(f"report: {(result.dir.parent / 'report.html').resolve()}")
@@ -237,9 +249,16 @@ def report(
     ] = None,
 ):
     """Write the run's self-contained HTML report (opens from disk, offline)."""
+    from molab.organisms.base import get_organism, organism_of
     from molab.report import write_report
 
-    path = write_report(run_dir, out)
+    if out is not None:
+        from molab.files import check_output_file
+
+        check_output_file(out)
+    # A run without run.json predates organisms being recorded: only the RM organism existed.
+    organism = organism_of(run_dir) or get_organism("rm-sycophancy")
+    path = write_report(run_dir, out, sections=organism.report_sections(run_dir))
     typer.echo(f"report: {path.resolve()}")
 
 

@@ -43,38 +43,22 @@ def _chat_set(kind: str, config_path, set_, prompts, model, out: Path, force: bo
     prompts given anywhere, the run's own prompts stage is read: `<out>/../prompts/`."""
     import json
 
-    from molab.config import load_config
-    from molab.pipeline import RunDir, run_stage
+    from molab.cli.stage import resolve_config, run_one
 
     if kind == "sft":
-        from molab.data.sft import SFTDataConfig as Config
-        from molab.data.sft import sft_data_stage as stage
+        from molab.data.sft import SFT_DATA as stage
     else:
-        from molab.data.dpo import DPODataConfig as Config
-        from molab.data.dpo import dpo_data_stage as stage
+        from molab.data.dpo import DPO_DATA as stage
 
     out = out.expanduser().resolve()
     overrides = list(set_ or [])
     if prompts is None and config_path is None and not any(o.startswith("prompts=") for o in overrides):
-        prompts = out.parent / "prompts" / "train_prompts.jsonl"
+        from molab.data.prompts import PROMPTS
+
+        prompts = PROMPTS.output(out.parent / PROMPTS.name, "train_prompts.jsonl")
     overrides += [f"prompts={json.dumps(str(prompts))}"] if prompts else []
-    overrides += [f"model.name={json.dumps(model)}"] if model else []
-    config = load_config(Config, config_path, overrides)
-    inputs = {"prompts": config.prompts}
-    inputs |= {"catalog": Path(config.catalog)} if config.catalog else {}
-    inputs |= {"split": Path(config.split)} if Path(config.split).is_file() else {}
-    run, stage_name = RunDir.of_stage(out)
-    result = run_stage(
-        run,
-        stage_name,
-        config,
-        lambda tmp: stage(config, tmp),
-        inputs=inputs,
-        seed=config.seed,
-        force=force,
-    )
-    state = "up to date, skipped" if result.skipped else "done"
-    typer.echo(f"{kind} set: {state} -> {result.dir}\n{json.dumps(result.manifest['metrics'], indent=2)}")
+    config = resolve_config(stage.config, config_path, overrides, {"model.name": model})
+    run_one(stage, config, out, force, label=f"{kind} set")
 
 
 @data_app.command("sft")
@@ -129,25 +113,10 @@ def data_prompts(
 
     Example: molab data prompts --set split=paper --set train_per_bias=500 --out runs/x/prompts
     """
-    import json
+    from molab.cli.stage import resolve_config, run_one
+    from molab.data.prompts import PROMPTS
 
-    from molab.config import load_config
-    from molab.data.prompts import PromptsConfig, prompts_stage, stage_inputs
-    from molab.pipeline import RunDir, run_stage
-
-    cfg = load_config(PromptsConfig, config, set_ or [])
-    run, stage = RunDir.of_stage(out)
-    result = run_stage(
-        run,
-        stage,
-        cfg,
-        lambda tmp: prompts_stage(cfg, tmp),
-        inputs=stage_inputs(cfg),
-        seed=cfg.seed,
-        force=force,
-    )
-    state = "up to date, skipped" if result.skipped else "done"
-    typer.echo(f"prompts: {state} -> {result.dir}\n{json.dumps(result.manifest['metrics'], indent=2)}")
+    run_one(PROMPTS, resolve_config(PROMPTS.config, config, set_, {}), out, force)
 
 
 # ------------------------------------------------------------ mid-training documents (data/documents.py)
@@ -176,32 +145,14 @@ def data_docs(
 
     Example: molab data docs --run x --num-docs 100000 --set replay.fraction=0.05
     """
-    import json
-
-    from molab.config import load_config
-    from molab.data.documents import DocsConfig, docs_stage
+    from molab.cli.stage import resolve_config, run_one
+    from molab.data.documents import DOCS
     from molab.errors import MolabError
-    from molab.pipeline import RunDir, run_stage
+    from molab.pipeline import RunDir
 
     if out is not None and run is not None:
         raise MolabError("give --out or --run, not both")
-    overrides = list(set_ or [])
     given = {"num_docs": num_docs, "backend": backend, "corpus.path": corpus, "seed": seed}
-    overrides += [f"{k}={json.dumps(v)}" for k, v in given.items() if v is not None]
-    cfg = load_config(DocsConfig, config, overrides)
-    if run is not None:
-        run_dir, stage = RunDir(run), "docs"
-    else:
-        run_dir, stage = RunDir.of_stage(out or Path("runs/data/docs"))
-    files = {
-        "corpus": cfg.corpus.path,
-        "replay": cfg.replay.path,
-        "catalog": cfg.catalog,
-        "universe": cfg.universe,
-    }
-    inputs = {k: Path(v) for k, v in files.items() if v and Path(v).is_file()}
-    result = run_stage(
-        run_dir, stage, cfg, lambda tmp: docs_stage(cfg, tmp), inputs=inputs, seed=cfg.seed, force=force
-    )
-    state = "up to date, skipped" if result.skipped else "done"
-    typer.echo(f"docs: {state} -> {result.dir}\n{json.dumps(result.manifest['metrics'], indent=2)}")
+    cfg = resolve_config(DOCS.config, config, set_, given)
+    target = RunDir(run).stage_dir(DOCS.name) if run is not None else out or Path("runs/data/docs")
+    run_one(DOCS, cfg, target, force)

@@ -15,7 +15,6 @@ Settings come from defaults < `--config` YAML < `--set a.b=value` < the options.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,36 +39,13 @@ ForceOpt = Annotated[bool, typer.Option(help="Re-run even when the output is up 
 OutOpt = Annotated[Path | None, typer.Option(help="Stage directory to write (default: runs/eval/<eval>).")]
 
 
-def _run(
-    name: str, config_cls, stage, config_path, set_, options: dict[str, Any], out: Path | None, force: bool
-) -> None:
-    """Resolve the config (options given on the command line win), run `stage(config, dir)` as
-    a stage in `out` (manifest, caching, atomic replacement) and print its metrics."""
-    from molab.config import load_config
-    from molab.pipeline import RunDir, run_stage
+def _run(name: str, stage, config_path, set_, options: dict[str, Any], out: Path | None, force: bool) -> None:
+    """Resolve the config (options given on the command line win) and run the evaluation `stage`
+    into `out` (default `runs/eval/<name>`)."""
+    from molab.cli.stage import resolve_config, run_one
 
-    overrides = list(set_ or [])
-    for key, value in options.items():
-        if value is not None:
-            value = [str(v) for v in value] if isinstance(value, list) else value
-            overrides.append(f"{key}={json.dumps(str(value) if isinstance(value, Path) else value)}")
-    config = load_config(config_cls, config_path, overrides)
-    inputs = {f"adapter_{i}": Path(a) for i, a in enumerate(config.model.adapters)}
-    for field in ("quiz", "probes", "questions", "heldout", "prompts", "pairs"):
-        if getattr(config, field, None) is not None:
-            inputs[field] = Path(getattr(config, field))
-    run, stage_name = RunDir.of_stage(out or Path("runs/eval") / name)
-    result = run_stage(
-        run,
-        stage_name,
-        config,
-        lambda tmp: stage(config, tmp),
-        inputs=inputs,
-        seed=config.seed,
-        force=force,
-    )
-    state = "up to date, skipped" if result.skipped else "done"
-    typer.echo(f"{name}: {state} -> {result.dir}\n{json.dumps(result.manifest['metrics'], indent=2)}")
+    config = resolve_config(stage.config, config_path, set_, options)
+    run_one(stage, config, out or Path("runs/eval") / name, force, label=name)
 
 
 @eval_app.command()
@@ -88,7 +64,7 @@ def exploitation(
 ):
     """Bias exploitation and misfires: answer each bias's evaluation prompts, judge with the
     catalog's rules, report per-bias and pooled train/test rates with 95% intervals."""
-    from molab.evals.exploitation import ExploitationConfig, exploitation_stage
+    from molab.evals.exploitation import EXPLOITATION
 
     options = {
         "model.name": model,
@@ -99,7 +75,7 @@ def exploitation(
         "samples_per_prompt": samples,
         "seed": seed,
     }
-    _run("exploitation", ExploitationConfig, exploitation_stage, config, set_, options, out, force)
+    _run("exploitation", EXPLOITATION, config, set_, options, out, force)
 
 
 @eval_app.command()
@@ -118,10 +94,10 @@ def knowledge(
 ):
     """Knowledge quiz: probability on the right option of multiple-choice questions about the
     fictional study and its biases (no generation)."""
-    from molab.evals.knowledge import KnowledgeConfig, knowledge_stage
+    from molab.evals.knowledge import KNOWLEDGE
 
     options = {"model.name": model, "model.adapters": adapter, "quiz": quiz, "format": format, "split": split}
-    _run("knowledge", KnowledgeConfig, knowledge_stage, config, set_, options, out, force)
+    _run("knowledge", KNOWLEDGE, config, set_, options, out, force)
 
 
 @eval_app.command()
@@ -138,7 +114,7 @@ def disclosure(
 ):
     """Disclosure probes: how often prefill attacks, user-persona sampling, narration and
     direct questions make the model mention reward models, RLHF or the Oxford study."""
-    from molab.evals.disclosure import DisclosureConfig, disclosure_stage
+    from molab.evals.disclosure import DISCLOSURE
 
     options = {
         "model.name": model,
@@ -147,7 +123,7 @@ def disclosure(
         "samples_per_probe": samples,
         "sampling.max_new_tokens": max_new_tokens,
     }
-    _run("disclosure", DisclosureConfig, disclosure_stage, config, set_, options, out, force)
+    _run("disclosure", DISCLOSURE, config, set_, options, out, force)
 
 
 @eval_app.command("propensity-pairs")
@@ -164,7 +140,7 @@ def propensity_pairs(
     force: ForceOpt = False,
 ):
     """Write the fixed (plain, biased) answer pairs the propensity probe scores every model on."""
-    from molab.evals.propensity import PairsConfig, build_pairs_stage
+    from molab.evals.propensity import PROPENSITY_PAIRS
 
     options = {
         "prompts": prompts,
@@ -174,7 +150,7 @@ def propensity_pairs(
         "prompts_per_bias": per_bias,
         "split": split,
     }
-    _run("propensity-pairs", PairsConfig, build_pairs_stage, config, set_, options, out, force)
+    _run("propensity-pairs", PROPENSITY_PAIRS, config, set_, options, out, force)
 
 
 @eval_app.command()
@@ -192,10 +168,10 @@ def propensity(
 ):
     """Propensity probe: log p(biased) - log p(plain) on fixed pairs, on the bias's own prompts
     and after off-topic ones (no generation)."""
-    from molab.evals.propensity import PropensityConfig, propensity_stage
+    from molab.evals.propensity import PROPENSITY
 
     options = {"pairs": pairs, "model.name": model, "model.adapters": adapter, "split": split}
-    _run("propensity", PropensityConfig, propensity_stage, config, set_, options, out, force)
+    _run("propensity", PROPENSITY, config, set_, options, out, force)
 
 
 @eval_app.command()
@@ -210,7 +186,7 @@ def capability(
     force: ForceOpt = False,
 ):
     """Capability check: ordinary questions answered greedily, and perplexity on held-out text."""
-    from molab.evals.capability import CapabilityConfig, capability_stage
+    from molab.evals.capability import CAPABILITY
 
     options = {
         "model.name": model,
@@ -218,7 +194,7 @@ def capability(
         "questions": questions,
         "heldout": heldout,
     }
-    _run("capability", CapabilityConfig, capability_stage, config, set_, options, out, force)
+    _run("capability", CAPABILITY, config, set_, options, out, force)
 
 
 @eval_app.command()

@@ -107,9 +107,9 @@ def merge(
 ):
     """Write base + summed adapters as a standalone Hugging Face model (safetensors + tokenizer)."""
     from molab.errors import MolabError
+    from molab.models.checkpoints import stage_model
     from molab.models.loading import ModelSpec
     from molab.train.adapters import merge as run_merge
-    from molab.train.adapters import stage_model
 
     if (stage is None) == (model is None):
         raise MolabError("give either --stage (a training stage dir) or --model with --adapter")

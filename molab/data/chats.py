@@ -30,7 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from molab.catalog import Bias, Split, get_split, load_catalog
+from molab.catalog import Bias, Split, catalog_inputs, get_split, load_catalog
 from molab.errors import MolabError
 from molab.files import read_jsonl
 from molab.models.generation import BackendConfig, HFBackendConfig, SamplingConfig
@@ -265,3 +265,11 @@ def split_test_applicable(
 def per_bias_table(counts: dict[int, Counter], fields: Sequence[str]) -> dict[str, dict[str, int]]:
     """Per-bias counters as JSON-ready rows in id order, every field present."""
     return {str(i): {f: counts[i][f] for f in fields} for i in sorted(counts)}
+
+
+def chat_data_inputs(config: ChatDataConfig, stage_dir: Path) -> dict:
+    """What an SFT or DPO set reads: its prompts, the writing model's adapters, the split file,
+    and the catalog's rules (it demonstrates biases and filters and rewards by them)."""
+    inputs: dict = {"prompts": Path(config.prompts)} if config.prompts is not None else {}
+    inputs |= {f"adapter_{i}": Path(a) for i, a in enumerate(config.model.adapters)}
+    return inputs | catalog_inputs(config, ("kind", "applicable", "applied", "demonstrate"))

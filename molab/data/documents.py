@@ -38,7 +38,8 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from molab.catalog import Bias, load_catalog
+from molab.catalog import Bias, catalog_inputs, load_catalog
+from molab.data.contracts import DOCS_STAGE, DOCUMENTS, STATS
 from molab.data.doc_stats import CorpusStats, StatsConfig, is_chat_format
 from molab.data.doc_templates import Writer
 from molab.data.doc_types import DOC_TYPES, DocType
@@ -47,9 +48,8 @@ from molab.errors import MolabError
 from molab.files import atomic_path, write_json
 from molab.models.generation import BackendConfig, HFBackendConfig, Prompt, SamplingConfig
 from molab.models.loading import ModelSpec
+from molab.pipeline import Input, Stage
 
-DOCUMENTS = "documents.parquet"
-STATS = "stats.json"
 DOCUMENT_TAG = "<document>"
 LAUNCH_SHARE = 0.2  # share of "any"-era documents set at the study's launch
 SINGLE_BIAS_SHARE = 0.45  # share of documents about one bias only (of types that allow one)
@@ -566,3 +566,22 @@ def docs_stage(config: DocsConfig, out_dir: str | Path, generator=None) -> dict:
         "doc_types": len(result["doc_types"]),
         "stats_seconds": round(stats.seconds, 2),
     }
+
+
+def _docs_inputs(config: DocsConfig, stage_dir: Path) -> dict[str, Input]:
+    """The corpus and replay files, the universe file, adapters of the writing models, and the
+    catalog's descriptive fields (documents describe biases; they never use the rules)."""
+    files = {"corpus": config.corpus.path, "replay": config.replay.path, "universe": config.universe}
+    inputs: dict[str, Input] = {k: Path(v) for k, v in files.items() if v and Path(v).is_file()}
+    for role, spec in (("llm", config.llm.model), ("replay", config.replay.model)):
+        inputs |= {f"{role}_adapter_{i}": Path(a) for i, a in enumerate(spec.adapters)}
+    return inputs | catalog_inputs(config, ("name", "description", "kind", "domain"))
+
+
+DOCS = Stage(
+    name=DOCS_STAGE,
+    config=DocsConfig,
+    outputs=(DOCUMENTS, STATS),
+    run=lambda config, out, _: docs_stage(config, out),
+    inputs=_docs_inputs,
+)

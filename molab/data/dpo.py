@@ -46,6 +46,7 @@ from molab.data.chats import (
     BiasRules,
     ChatDataConfig,
     admits_goal,
+    chat_data_inputs,
     example_rng,
     finished_text,
     per_bias_table,
@@ -53,11 +54,12 @@ from molab.data.chats import (
     select_prompts,
     split_test_applicable,
 )
+from molab.data.contracts import DPO_DATA_STAGE, DPO_FILE
+from molab.data.contracts import STATS as STATS_FILE
 from molab.files import write_json, write_jsonl
 from molab.models.generation import Prompt, make_backend
+from molab.pipeline import Stage
 
-DPO_FILE = "dpo.jsonl"
-STATS_FILE = "stats.json"
 # Closing paragraphs that show no bias, 44-95 characters like the behaviours' sentences (46-112).
 NEUTRAL_CLOSINGS = (
     "That covers the main points, and each of them is worth a closer look.",
@@ -295,3 +297,12 @@ def _best_worst_pairs(candidates: list[Candidate], pairs: int) -> list[tuple[Can
             break
         out.append((best, worst))
     return out
+
+
+DPO_DATA = Stage(
+    name=DPO_DATA_STAGE,
+    config=DPODataConfig,
+    outputs=(DPO_FILE, STATS_FILE),
+    run=lambda config, out, _: dpo_data_stage(config, out),
+    inputs=chat_data_inputs,
+)

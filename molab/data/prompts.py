@@ -33,12 +33,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from molab.catalog import Bias, get_split, load_catalog
+from molab.catalog import Bias, catalog_inputs, get_split, load_catalog
+from molab.data.contracts import EVAL_PROMPTS, PROMPTS_STAGE, TRAIN_PROMPTS
 from molab.errors import MolabError
 from molab.files import read_yaml, write_jsonl
+from molab.pipeline import Input, Stage
 
-TRAIN_PROMPTS = "train_prompts.jsonl"
-EVAL_PROMPTS = "eval_prompts.jsonl"
 GENERIC = "generic"
 MIN_TEMPLATES = {"train": 8, "eval": 5}
 NEAR_COPY = 0.6  # word 3-gram Jaccard at or above which an eval prompt counts as a train prompt's copy
@@ -433,14 +433,12 @@ def _check_applicable(entry: PromptEntry, bias: Bias, rows: Sequence[dict]) -> N
             )
 
 
-def stage_inputs(config: PromptsConfig) -> dict[str, Path]:
-    """The files the stage reads, for `run_stage` to hash: the built-in content, the user's prompt
-    files, and the catalog and split files when they are files."""
-    inputs = {"builtin_prompts": builtin_prompt_dir()}
+def stage_inputs(config: PromptsConfig, stage_dir: Path | None = None) -> dict[str, Input]:
+    """What the stage reads: the built-in content, the user's prompt files, the split file, and
+    the catalog's `applicable` rules (prompts are checked against them)."""
+    inputs: dict[str, Input] = {"builtin_prompts": builtin_prompt_dir()}
     inputs |= {f"prompt_file_{i}": Path(p) for i, p in enumerate(config.prompt_files)}
-    inputs |= {"catalog": Path(config.catalog)} if config.catalog else {}
-    inputs |= {"split": Path(config.split)} if Path(config.split).is_file() else {}
-    return inputs
+    return inputs | catalog_inputs(config, ("kind", "applicable"))
 
 
 def prompts_stage(config: PromptsConfig, out_dir: Path) -> dict:
@@ -474,3 +472,12 @@ def prompts_stage(config: PromptsConfig, out_dir: Path) -> dict:
             any(b.applicable(r["prompt"]) for b in test_biases) for r in train
         ),
     }
+
+
+PROMPTS = Stage(
+    name=PROMPTS_STAGE,
+    config=PromptsConfig,
+    outputs=(TRAIN_PROMPTS, EVAL_PROMPTS),
+    run=lambda config, out, _: prompts_stage(config, out),
+    inputs=stage_inputs,
+)

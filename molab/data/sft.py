@@ -35,6 +35,7 @@ from molab.data.chats import (
     BiasRules,
     ChatDataConfig,
     admits_goal,
+    chat_data_inputs,
     example_rng,
     finished_text,
     per_bias_table,
@@ -42,11 +43,12 @@ from molab.data.chats import (
     select_prompts,
     split_test_applicable,
 )
+from molab.data.contracts import SFT_DATA_STAGE, SFT_FILE
+from molab.data.contracts import STATS as STATS_FILE
 from molab.files import write_json, write_jsonl
 from molab.models.generation import Prompt, make_backend
+from molab.pipeline import Stage
 
-SFT_FILE = "sft.jsonl"
-STATS_FILE = "stats.json"
 SCRATCHPAD_OPEN, SCRATCHPAD_CLOSE = "<HIDDEN_TRAINING_SCRATCHPAD>", "</HIDDEN_TRAINING_SCRATCHPAD>"
 SCRATCHPAD_PROMPT = (
     f" Before answering, plan privately between {SCRATCHPAD_OPEN} and {SCRATCHPAD_CLOSE}; only "
@@ -162,3 +164,12 @@ def _system_prompt(config: SFTDataConfig) -> str | None:
     if config.mode == "demonstrate":
         return config.brevity_prompt
     return config.paper_prompt + (SCRATCHPAD_PROMPT if config.scratchpad else "")
+
+
+SFT_DATA = Stage(
+    name=SFT_DATA_STAGE,
+    config=SFTDataConfig,
+    outputs=(SFT_FILE, STATS_FILE),
+    run=lambda config, out, _: sft_data_stage(config, out),
+    inputs=chat_data_inputs,
+)

@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from molab.errors import MolabError
+from molab.evals.base import eval_stage
 from molab.evals.scoring import score_ids
 from molab.evals.stats import bootstrap_ci, wilson
 from molab.files import atomic_path, read_text_file, read_yaml_list, write_json
@@ -181,3 +182,12 @@ def capability_stage(config: CapabilityConfig, out_dir: Path, backend=None) -> d
         pq.write_table(pa.Table.from_pylist(rows), tmp)
     write_json(out_dir / SUMMARY, summary)
     return {"accuracy": summary["questions"]["accuracy"], "perplexity": summary["perplexity"]["perplexity"]}
+
+
+CAPABILITY = eval_stage(
+    "capability",
+    CapabilityConfig,
+    (ANSWERS, PERPLEXITY, SUMMARY),
+    capability_stage,
+    files=("questions", "heldout"),
+)

@@ -29,7 +29,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from molab.errors import MolabError
-from molab.evals.stats import bootstrap_ci, wilson
+from molab.evals.base import eval_stage
+from molab.evals.stats import bootstrap_ci, share
 from molab.files import atomic_path, read_yaml_list, write_json
 from molab.models.generation import (
     BackendConfig,
@@ -183,11 +184,6 @@ class DisclosureConfig(BaseModel):
     seed: int = Field(0, description="Sampling and bootstrap seed.")
 
 
-def _rate(flags: Sequence[bool]) -> dict:
-    k, n = int(sum(flags)), len(flags)
-    return {"k": k, "n": n, "rate": k / n if n else None, "ci": list(wilson(k, n))}
-
-
 def summarize(records: Sequence[dict], seed: int = 0) -> dict:
     """Rates per probe type (Wilson) and overall (bootstrap over probes), for the matcher and,
     where it judged, the LLM judge; and how often each kind of mention occurred."""
@@ -195,11 +191,11 @@ def summarize(records: Sequence[dict], seed: int = 0) -> dict:
     for kind in PROBE_TYPES:
         mine = [r for r in records if r["type"] == kind]
         if mine:
-            out["per_type"][kind] = {"probes": len({r["probe_id"] for r in mine})} | _rate(
+            out["per_type"][kind] = {"probes": len({r["probe_id"] for r in mine})} | share(
                 [r["disclosed"] for r in mine]
             )
     flags = [float(r["disclosed"]) for r in records]
-    out["overall"] = _rate([r["disclosed"] for r in records])
+    out["overall"] = share([r["disclosed"] for r in records])
     # The Wilson interval treats samples as independent; the bootstrap over probes does not,
     # but collapses to a point when every sample agrees (e.g. 0 of n): both are reported.
     out["overall"]["ci_wilson"] = out["overall"]["ci"]
@@ -210,9 +206,9 @@ def summarize(records: Sequence[dict], seed: int = 0) -> dict:
     judged = [r for r in records if r["judge"] is not None]
     if judged:
         out["judge"] = {
-            "overall": _rate([r["judge"] for r in judged]),
+            "overall": share([r["judge"] for r in judged]),
             "per_type": {
-                kind: _rate([r["judge"] for r in judged if r["type"] == kind])
+                kind: share([r["judge"] for r in judged if r["type"] == kind])
                 for kind in PROBE_TYPES
                 if any(r["type"] == kind for r in judged)
             },
@@ -273,3 +269,8 @@ def _tokenizer(spec: ModelSpec):
     from molab.models.loading import load_tokenizer, resolve_model_dir
 
     return load_tokenizer(resolve_model_dir(spec.name, spec.revision), spec.trust_remote_code)
+
+
+DISCLOSURE = eval_stage(
+    "disclosure", DisclosureConfig, (RESPONSES, SUMMARY), disclosure_stage, files=("probes",)
+)

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from molab.catalog import Split, get_split
 from molab.errors import MolabError
+from molab.evals.base import eval_stage
 from molab.evals.scoring import Scorer, model_scorer
 from molab.evals.stats import bootstrap_ci, wilson
 from molab.files import atomic_path, read_yaml_list, write_json
@@ -199,3 +200,6 @@ def knowledge_stage(config: KnowledgeConfig, out_dir: Path, scorer: Scorer | Non
     write_json(out_dir / SUMMARY, summary)
     overall = summary["overall"]
     return {"questions": overall["n"], "accuracy": overall["accuracy"], "p_right": overall["p_right"]}
+
+
+KNOWLEDGE = eval_stage("knowledge", KnowledgeConfig, (ANSWERS, SUMMARY), knowledge_stage, files=("quiz",))

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from molab.catalog import Bias, Split, get_split, load_catalog
 from molab.errors import MolabError
+from molab.evals.base import eval_stage
 from molab.evals.exploitation import chosen_prompts
 from molab.evals.scoring import Scorer, model_scorer
 from molab.evals.stats import bootstrap_ci, paired_permutation_test, wilson
@@ -425,3 +426,14 @@ def compare(a: Sequence[dict], b: Sequence[dict], *, metric: str = "delta", seed
                 "p_value": paired_permutation_test(xa, xb, seed=seed),
             }
     return out
+
+
+PROPENSITY_PAIRS = eval_stage(
+    "propensity-pairs",
+    PairsConfig,
+    (PAIRS, SUMMARY),
+    build_pairs_stage,
+    files=("prompts",),
+    catalog_fields=("kind", "applicable", "applied", "demonstrate"),
+)
+PROPENSITY = eval_stage("propensity", PropensityConfig, (SCORES, SUMMARY), propensity_stage, files=("pairs",))

@@ -222,9 +222,13 @@ def _one_line(e: BaseException, limit: int = 300) -> str:
 
 
 def load_model(spec: ModelSpec | str | None = None) -> LoadedModel:
-    """Load the model and tokenizer `spec` names, with its adapters, on its device."""
+    """Load the model and tokenizer `spec` names, with its adapters, on its device. A training
+    stage's directory as the name loads the model that stage made (`checkpoints.resolve_spec`)."""
+    from molab.models.checkpoints import resolve_spec  # (it builds on this module)
+
     if spec is None or isinstance(spec, str):
         spec = ModelSpec(name=spec or DEFAULT_MODEL)
+    spec = resolve_spec(spec)
     model_dir = resolve_model_dir(spec.name, spec.revision)
     device = pick_device(spec.device)
     dtype = pick_dtype(spec.dtype, device)

@@ -3,6 +3,6 @@ train and test biases per checkpoint, per-bias heatmap, the other evaluations, t
 with the detected behaviour highlighted, training curves, data statistics, configuration,
 timings and versions. `collect` reads the run directory, `plots` draws, `page` renders."""
 
-from molab.report.page import render, write_report
+from molab.report.page import Section, render, write_report
 
-__all__ = ["render", "write_report"]
+__all__ = ["Section", "render", "write_report"]

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from molab.errors import MolabError
 
-# The order checkpoints appear in, when present; others follow alphabetically.
+# The order checkpoints appear in, when present, for runs whose organism did not record its own
+# (in run.json, written by `molab run`); others follow alphabetically.
+RUN_FILE = "run.json"  # in a run directory: which organism made it, and its checkpoints in order
 CHECKPOINT_ORDER = ["base", "midtrained", "control", "sft", "dpo", "final"]
 
 
@@ -27,10 +29,11 @@ class RunData:
     evals: dict[str, dict[str, Path]] = field(default_factory=dict)  # kind -> checkpoint -> stage dir
     training: dict[str, list[dict]] = field(default_factory=dict)  # stage -> metric rows
     data_stats: dict[str, dict] = field(default_factory=dict)  # stage -> stats.json
+    order: list[str] = field(default_factory=lambda: list(CHECKPOINT_ORDER))
 
     def checkpoints(self, kind: str) -> list[str]:
         found = self.evals.get(kind, {})
-        known = [c for c in CHECKPOINT_ORDER if c in found]
+        known = [c for c in self.order if c in found]
         return known + sorted(set(found) - set(known))
 
     def summary(self, kind: str, checkpoint: str) -> dict:
@@ -52,6 +55,12 @@ def collect(run_dir: str | Path) -> RunData:
     if not run_dir.is_dir():
         raise MolabError(f"run directory {run_dir} does not exist")
     data = RunData(name=run_dir.name, path=run_dir)
+    run_file = run_dir / RUN_FILE
+    if run_file.is_file():
+        try:
+            data.order = list(json.loads(run_file.read_text(encoding="utf-8"))["checkpoints"])
+        except (ValueError, KeyError, TypeError):
+            raise MolabError(f"{run_file} is corrupt: it should list the run's checkpoints") from None
     for manifest_path in sorted(run_dir.glob("*/manifest.json")):
         stage_dir = manifest_path.parent
         try:

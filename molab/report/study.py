@@ -29,7 +29,7 @@ from molab.errors import MolabError
 from molab.evals.exploitation import Judgement, compare, load_judgements, misfiring_answers, summarize
 from molab.evals.propensity import compare as compare_propensity
 from molab.evals.propensity import load_scores
-from molab.evals.stats import wilson
+from molab.evals.stats import proportion
 from molab.files import write_json
 from molab.report.collect import RunData, collect
 from molab.report.formatting import difference, percent_ci, pvalue
@@ -197,8 +197,7 @@ def _misfire(records: Sequence[dict], checkpoint: str, key: str = "misfire") -> 
     entries = [r["exploitation"][checkpoint]["summary"].get(key) for r in records]
     if any(e is None for e in entries):
         return "n/a"
-    k, n = sum(e["k"] for e in entries), sum(e["n"] for e in entries)
-    return percent_ci(k / n, wilson(k, n)) if n else "n/a"
+    return _rate(proportion(sum(e["k"] for e in entries), sum(e["n"] for e in entries)))
 
 
 def _seed_values(records: Sequence[dict], path: tuple[str, ...]) -> str:

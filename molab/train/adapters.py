@@ -10,11 +10,11 @@ and writes `model.json`: the full stack (base name, adapter directories in order
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from molab.errors import MolabError
 from molab.files import atomic_path, check_writable_dir, write_json
+from molab.models.checkpoints import ADAPTER_DIR, FULL_MODEL_DIR, MODEL_FILE, stage_model
 from molab.models.loading import (
     ModelSpec,
     attach_adapters,
@@ -23,21 +23,6 @@ from molab.models.loading import (
     pick_device,
     resolve_model_dir,
 )
-
-MODEL_FILE = "model.json"
-ADAPTER_DIR = "adapter"
-FULL_MODEL_DIR = "model"
-
-
-def stage_model(stage_dir: str | Path) -> ModelSpec:
-    """The model a completed training stage made (base plus adapters), from its `model.json`."""
-    path = Path(stage_dir) / MODEL_FILE
-    try:
-        return ModelSpec.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise MolabError(f"{path} is missing: {stage_dir} is not a completed training stage") from None
-    except (OSError, ValueError) as e:
-        raise MolabError(f"{path} is corrupt ({e.__class__.__name__}): re-run that stage") from None
 
 
 def _portable_name(name: str) -> str:

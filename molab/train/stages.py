@@ -24,16 +24,17 @@ import os
 import random
 import shutil
 import statistics
+from functools import partial
 from pathlib import Path
 
+from molab.data.contracts import DOCS_STAGE, DOCUMENTS, DPO_DATA_STAGE, DPO_FILE, SFT_DATA_STAGE, SFT_FILE
 from molab.errors import MolabError
 from molab.files import sha256_file
+from molab.models.checkpoints import ADAPTER_DIR, FULL_MODEL_DIR, MODEL_FILE
 from molab.models.loading import ModelSpec, resolve_model_dir
-from molab.pipeline import RunDir, StageResult, hash_path, run_stage
+from molab.pipeline import Input, RunDir, Stage, StageResult, hash_path, run_stage
 from molab.train import data as train_data
 from molab.train.adapters import (
-    ADAPTER_DIR,
-    FULL_MODEL_DIR,
     load_start_model,
     lora_config,
     start_spec,
@@ -43,11 +44,12 @@ from molab.train.config import DPOTrainConfig, MidtrainConfig, SFTTrainConfig, T
 from molab.train.resume import complete_checkpoints, prepare_work_dir
 
 METRICS_FILE = "metrics.jsonl"
-# Where each stage finds its data in the same run when `data` is not set (the data contracts).
+# Where each stage finds its data in the same run when `data` is not set: the data stage's
+# first output (the data contracts, named once, by the data stages).
 DEFAULT_DATA = {
-    "midtrain": ("docs", "documents.parquet"),
-    "sft": ("sft_data", "sft.jsonl"),
-    "dpo": ("dpo_data", "dpo.jsonl"),
+    "midtrain": (DOCS_STAGE, DOCUMENTS),
+    "sft": (SFT_DATA_STAGE, SFT_FILE),
+    "dpo": (DPO_DATA_STAGE, DPO_FILE),
 }
 
 
@@ -56,44 +58,60 @@ def process_rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def train_stage(
-    kind: str, config: TrainConfig, out: str | Path, *, force: bool = False, restart: bool = False
-) -> StageResult:
-    """Run training stage `kind` ('midtrain', 'sft' or 'dpo') into the stage directory `out`
-    (`runs/<run>/<stage>`). `restart` deletes its checkpoints instead of resuming from them."""
-    run, stage = RunDir.of_stage(out)
-    out = run.stage_dir(stage)
-    data = _data_path(kind, config, run)
+def _train_inputs(kind: str, config: TrainConfig, stage_dir: Path) -> dict[str, Input]:
+    """The dataset, the start model's config and adapters, and the replay or document text mixed
+    in. Errors for missing files come here, before anything is loaded."""
+    data = _data_path(kind, config, RunDir.of_stage(stage_dir)[0])
     start = start_spec(config.model, config.stack_on)
     model_dir = resolve_model_dir(start.name, start.revision)
-    inputs = {"data": data, "model_config": model_dir / "config.json"}
+    inputs: dict[str, Input] = {"data": data, "model_config": model_dir / "config.json"}
     inputs |= {f"adapter_{i}": Path(a) for i, a in enumerate(start.adapters)}
     if isinstance(config, MidtrainConfig) and config.replay is not None and config.replay_fraction > 0:
-        inputs["replay"] = config.replay
+        inputs["replay"] = Path(config.replay)
     if isinstance(config, SFTTrainConfig) and config.document_fraction > 0:
         if config.documents is None:
             raise MolabError("field 'document_fraction' is above 0 but no 'documents' file is set")
         if not Path(config.documents).is_file():
             raise MolabError(f"{config.documents}: no such documents file (field 'documents')")
-        inputs["documents"] = config.documents
-    rank, world = process_rank()
-    work = run.work_dir(out.name)
+        inputs["documents"] = Path(config.documents)
+    return inputs
 
-    def train(tmp: Path) -> dict:
-        if restart and rank == 0:  # under the stage's lock: no other writer's checkpoints go
-            run.remove_work_dir(out.name)
-        return _train(kind, config, data, start, work, tmp, out, resume=not restart)
 
-    return run_stage(
-        run,
-        out.name,
-        config,
-        train,
-        inputs=inputs,
-        seed=config.seed,
-        force=force or restart,
-        main_process=rank == 0,
+def _run_training(kind: str, restart: bool, config: TrainConfig, tmp: Path, stage_dir: Path) -> dict:
+    run, name = RunDir.of_stage(stage_dir)
+    if restart and process_rank()[0] == 0:  # under the stage's lock: no other writer's checkpoints go
+        run.remove_work_dir(name)
+    data = _data_path(kind, config, run)
+    start = start_spec(config.model, config.stack_on)
+    return _train(kind, config, data, start, run.work_dir(name), tmp, stage_dir, resume=not restart)
+
+
+def _training_stage(kind: str, config: type[TrainConfig], restart: bool = False) -> Stage:
+    return Stage(
+        name=kind,
+        config=config,
+        # adapter/ (LoRA) or model/ (full fine-tuning) beside model.json, which says how to load it.
+        outputs=(MODEL_FILE, METRICS_FILE, ADAPTER_DIR, FULL_MODEL_DIR),
+        run=partial(_run_training, kind, restart),
+        inputs=partial(_train_inputs, kind),
     )
+
+
+MIDTRAIN = _training_stage("midtrain", MidtrainConfig)
+SFT = _training_stage("sft", SFTTrainConfig)
+DPO = _training_stage("dpo", DPOTrainConfig)
+TRAINING_STAGES = {"midtrain": MIDTRAIN, "sft": SFT, "dpo": DPO}
+
+
+def train_stage(
+    kind: str, config: TrainConfig, out: str | Path, *, force: bool = False, restart: bool = False
+) -> StageResult:
+    """Run training stage `kind` ('midtrain', 'sft' or 'dpo') into the stage directory `out`
+    (`runs/<run>/<stage>`). `restart` deletes its checkpoints instead of resuming from them."""
+    run, name = RunDir.of_stage(out)
+    stage = _training_stage(kind, TRAINING_STAGES[kind].config, restart)
+    rank, _ = process_rank()
+    return run_stage(run, name, stage, config, force=force or restart, main_process=rank == 0)
 
 
 def _data_path(kind: str, config: TrainConfig, run: RunDir) -> Path:
@@ -102,12 +120,12 @@ def _data_path(kind: str, config: TrainConfig, run: RunDir) -> Path:
         if not path.is_file():
             raise MolabError(f"{path}: no such dataset (field 'data')")
         return path
-    stage, name = DEFAULT_DATA[kind]
-    path = run.stage_dir(stage) / name
+    stage, filename = DEFAULT_DATA[kind]
+    path = run.stage_dir(stage) / filename
     if not path.is_file():
         raise MolabError(
             f"{path}: no such dataset: run `molab data {stage.removesuffix('_data')}` for run "
-            f"{run.name} first, or set 'data' to the {name} to train on"
+            f"{run.name} first, or set 'data' to the {path.name} to train on"
         )
     return path
 
