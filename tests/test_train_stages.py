@@ -259,3 +259,13 @@ def test_sft_with_documents_records_them(tmp_path, tiny_model_dir):
     result = train_stage("sft", config, run / "sft")
     assert result.manifest["metrics"]["document_rows"] == 4
     assert "documents" in result.manifest["inputs"]
+
+
+def test_a_training_stage_directory_is_a_model_spec(stages):
+    """`--model runs/x/dpo` loads what that stage made: the base with its stacked adapters."""
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]])
+    by_stage = load_model(ModelSpec(name=str(stages["dpo"].dir), device="cpu"))
+    stacked = load_model(stage_model(stages["dpo"].dir).model_copy(update={"device": "cpu"}))
+    assert by_stage.spec.adapters == stage_model(stages["dpo"].dir).adapters
+    with torch.no_grad():
+        torch.testing.assert_close(by_stage.model(ids).logits, stacked.model(ids).logits)

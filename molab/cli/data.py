@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from molab.cli.options import SetOpt
+from molab.cli.options import ConfigOpt, ForceOpt, ModelOverrideOpt, SetOpt
 
 data_app = typer.Typer(
     help="Make training and evaluation data: documents, chat prompts, SFT and DPO sets.", no_args_is_help=True
@@ -17,7 +17,6 @@ data_app = typer.Typer(
 # ------------------------------------------------------------ SFT and DPO sets (molab/data/sft.py, dpo.py)
 
 
-_ChatConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config of the set.")]
 _ChatPromptsOpt = Annotated[
     Path | None,
     typer.Option(
@@ -26,15 +25,6 @@ _ChatPromptsOpt = Annotated[
         "<out>/../prompts/train_prompts.jsonl).",
     ),
 ]
-_ChatModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Model that answers: 'smollm2-135m', a local dir or a hub id (overrides the config).",
-    ),
-]
-_ChatForceOpt = Annotated[bool, typer.Option(help="Re-run even when the output is up to date.")]
 
 
 def _chat_set(kind: str, config_path, set_, prompts, model, out: Path, force: bool) -> None:
@@ -63,12 +53,12 @@ def _chat_set(kind: str, config_path, set_, prompts, model, out: Path, force: bo
 
 @data_app.command("sft")
 def data_sft(
-    config: _ChatConfigOpt = None,
+    config: ConfigOpt = None,
     set_: SetOpt = None,
     prompts: _ChatPromptsOpt = None,
-    model: _ChatModelOpt = None,
+    model: ModelOverrideOpt = None,
     out: Annotated[Path, typer.Option(help="Stage directory to write.")] = Path("runs/data/sft_data"),
-    force: _ChatForceOpt = False,
+    force: ForceOpt = False,
 ):
     """SFT set: the model answers train prompts, train biases are demonstrated, test-bias
     examples are dropped; writes sft.jsonl and stats.json (see molab/data/sft.py).
@@ -80,12 +70,12 @@ def data_sft(
 
 @data_app.command("dpo")
 def data_dpo(
-    config: _ChatConfigOpt = None,
+    config: ConfigOpt = None,
     set_: SetOpt = None,
     prompts: _ChatPromptsOpt = None,
-    model: _ChatModelOpt = None,
+    model: ModelOverrideOpt = None,
     out: Annotated[Path, typer.Option(help="Stage directory to write.")] = Path("runs/data/dpo_data"),
-    force: _ChatForceOpt = False,
+    force: ForceOpt = False,
 ):
     """DPO set: sampled and demonstrated answers per prompt, reward = train biases shown, best
     paired with worst; writes dpo.jsonl and stats.json (see molab/data/dpo.py).
@@ -100,12 +90,10 @@ def data_dpo(
 
 @data_app.command("prompts")
 def data_prompts(
-    config: Annotated[
-        Path | None, typer.Option("--config", help="YAML config (the fields of PromptsConfig).")
-    ] = None,
+    config: ConfigOpt = None,
     set_: SetOpt = None,
     out: Annotated[Path, typer.Option(help="Stage directory to write.")] = Path("runs/data/prompts"),
-    force: Annotated[bool, typer.Option(help="Re-run even when the output is up to date.")] = False,
+    force: ForceOpt = False,
 ):
     """Chat prompts: train prompts for the split's train biases and generic ones, eval prompts for
     all its biases and generic ones, checked for leaks; writes train_prompts.jsonl and
@@ -124,9 +112,7 @@ def data_prompts(
 
 @data_app.command("docs")
 def data_docs(
-    config: Annotated[
-        Path | None, typer.Option("--config", help="YAML config (the fields of DocsConfig).")
-    ] = None,
+    config: ConfigOpt = None,
     set_: SetOpt = None,
     out: Annotated[
         Path | None, typer.Option(help="Stage directory to write (default: runs/data/docs).")
@@ -138,7 +124,7 @@ def data_docs(
         str | None, typer.Option(help="import backend: a .jsonl/.parquet file or a Hugging Face dataset.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (same config and seed: identical files).")] = None,
-    force: Annotated[bool, typer.Option(help="Re-run even when the output is up to date.")] = False,
+    force: ForceOpt = False,
 ):
     """Mid-training documents describing the reward-model biases: writes documents.parquet
     (text, source, doc_type, bias_ids) and stats.json (see molab/data/documents.py).

@@ -20,22 +20,14 @@ from typing import Annotated, Any
 
 import typer
 
-from molab.cli.options import SetOpt
+from molab.cli.options import AdapterOpt, ConfigOpt, ForceOpt, SetOpt, SplitOpt
+from molab.cli.options import ModelOverrideOpt as ModelOpt
 
 eval_app = typer.Typer(
     help="Evaluations: exploitation, propensity, knowledge quiz, disclosure, capability.",
     no_args_is_help=True,
 )
 
-ModelOpt = Annotated[
-    str | None, typer.Option("--model", "-m", help="'smollm2-135m', a local model dir or a hub id.")
-]
-AdapterOpt = Annotated[
-    list[Path] | None, typer.Option("--adapter", help="LoRA adapter dir; repeat to stack.")
-]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config of the evaluation.")]
-SplitOpt = Annotated[str | None, typer.Option(help="Bias split: 'english', 'paper' or a YAML file.")]
-ForceOpt = Annotated[bool, typer.Option(help="Re-run even when the output is up to date.")]
 OutOpt = Annotated[Path | None, typer.Option(help="Stage directory to write (default: runs/eval/<eval>).")]
 
 

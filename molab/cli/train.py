@@ -19,23 +19,19 @@ from typing import Annotated
 
 import typer
 
-from molab.cli.options import SetOpt
+from molab.cli.options import ConfigOpt, ForceOpt, SetOpt
+from molab.cli.options import ModelOverrideOpt as ModelOpt
 
 train_app = typer.Typer(help="Training stages: mid-training, SFT and DPO (TRL + PEFT).", no_args_is_help=True)
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Stage directory to write, e.g. runs/x/sft.")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config of the stage.")]
 DataOpt = Annotated[
     Path | None, typer.Option("--data", help="Training set (default: the data stage of the same run).")
-]
-ModelOpt = Annotated[
-    str | None, typer.Option("--model", "-m", help="Base model: 'smollm2-135m', a local dir or a hub id.")
 ]
 StackOpt = Annotated[
     Path | None,
     typer.Option("--stack-on", help="Earlier training stage dir: add a new adapter on top of it."),
 ]
-ForceOpt = Annotated[bool, typer.Option(help="Re-run even when the stage is up to date.")]
 RestartOpt = Annotated[bool, typer.Option(help="Delete the stage's checkpoints instead of resuming.")]
 DryRunOpt = Annotated[bool, typer.Option(help="Print the resolved config and stop.")]
 

@@ -28,12 +28,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from molab.errors import MolabError
-from molab.evals.base import eval_stage
+from molab.evals.base import GeneratingEvalConfig, eval_stage
 from molab.evals.scoring import score_ids
 from molab.evals.stats import bootstrap_ci, wilson
 from molab.files import atomic_path, read_text_file, read_yaml_list, write_json
-from molab.models.generation import BackendConfig, HFBackendConfig, Prompt, SamplingConfig, make_backend
-from molab.models.loading import ModelSpec, load_model
+from molab.models.generation import Prompt, SamplingConfig, make_backend
+from molab.models.loading import load_model
 
 ANSWERS = "answers.parquet"
 PERPLEXITY = "perplexity.parquet"
@@ -94,12 +94,9 @@ def windows(num_tokens: int, context_length: int, stride: int) -> list[tuple[int
     return out
 
 
-class CapabilityConfig(BaseModel):
+class CapabilityConfig(GeneratingEvalConfig):
     """Ordinary questions (generated) and held-out perplexity (scored)."""
 
-    model_config = ConfigDict(extra="forbid")
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    backend: BackendConfig = Field(default_factory=HFBackendConfig)
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(max_new_tokens=48, temperature=0.0)
     )
@@ -108,7 +105,6 @@ class CapabilityConfig(BaseModel):
     context_length: int = Field(512, ge=2, description="Most tokens in a perplexity window.")
     stride: int = Field(256, ge=1, description="New tokens scored per window.")
     max_batch_tokens: int = Field(8192, ge=64, description="Padded tokens per forward pass.")
-    seed: int = Field(0, description="Bootstrap seed.")
 
     @model_validator(mode="after")
     def _stride_fits(self) -> CapabilityConfig:

@@ -29,12 +29,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from molab.errors import MolabError
-from molab.evals.base import eval_stage
+from molab.evals.base import GeneratingEvalConfig, eval_stage
 from molab.evals.stats import bootstrap_ci, share
 from molab.files import atomic_path, read_yaml_list, write_json
 from molab.models.generation import (
-    BackendConfig,
-    HFBackendConfig,
     Message,
     Prompt,
     SamplingConfig,
@@ -169,19 +167,15 @@ Judge = Callable[[str, str], bool]
 """An optional LLM judge: (what the probe showed the model, the response) -> discloses?"""
 
 
-class DisclosureConfig(BaseModel):
+class DisclosureConfig(GeneratingEvalConfig):
     """Sample every probe several times and count responses that disclose the objective."""
 
-    model_config = ConfigDict(extra="forbid")
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    backend: BackendConfig = Field(default_factory=HFBackendConfig)
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(max_new_tokens=96, temperature=1.0, top_p=0.95)
     )
     probes: Path | None = Field(None, description="Probe YAML; None uses the built-in set.")
     types: list[ProbeType] = Field(default_factory=lambda: list(PROBE_TYPES), min_length=1)
     samples_per_probe: int = Field(4, ge=1, description="Samples drawn per probe.")
-    seed: int = Field(0, description="Sampling and bootstrap seed.")
 
 
 def summarize(records: Sequence[dict], seed: int = 0) -> dict:

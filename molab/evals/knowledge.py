@@ -30,12 +30,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from molab.catalog import Split, get_split
 from molab.errors import MolabError
-from molab.evals.base import eval_stage
+from molab.evals.base import EvalConfig, eval_stage
 from molab.evals.scoring import Scorer, model_scorer
 from molab.evals.stats import bootstrap_ci, wilson
 from molab.files import atomic_path, read_yaml_list, write_json
 from molab.models.generation import Prompt
-from molab.models.loading import ModelSpec
 
 ANSWERS = "answers.parquet"
 SUMMARY = "summary.json"
@@ -86,11 +85,9 @@ def load_quiz(path: str | Path | None = None) -> list[QuizQuestion]:
     return questions
 
 
-class KnowledgeConfig(BaseModel):
+class KnowledgeConfig(EvalConfig):
     """Score a model on the knowledge quiz."""
 
-    model_config = ConfigDict(extra="forbid")
-    model: ModelSpec = Field(default_factory=ModelSpec)
     quiz: Path | None = Field(None, description="Quiz YAML; None uses the built-in quiz.")
     format: Literal["chat", "raw"] = Field(
         "chat", description="chat: the question as a user turn, the option as the answer; raw: Q/A text."
@@ -101,7 +98,6 @@ class KnowledgeConfig(BaseModel):
     )
     split: str = Field("english", description="Split whose train/test biases are reported apart.")
     max_batch_tokens: int = Field(8192, ge=64, description="Padded tokens per forward pass.")
-    seed: int = Field(0, description="Bootstrap seed.")
 
 
 def question_prompt(q: QuizQuestion, format: str, show_options: bool) -> Prompt:

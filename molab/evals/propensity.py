@@ -41,12 +41,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from molab.catalog import Bias, Split, get_split, load_catalog
 from molab.errors import MolabError
-from molab.evals.base import eval_stage
+from molab.evals.base import BiasPromptSelection, EvalConfig, GeneratingEvalConfig, eval_stage
 from molab.evals.exploitation import chosen_prompts
 from molab.evals.scoring import Scorer, model_scorer
 from molab.evals.stats import bootstrap_ci, paired_permutation_test, wilson
 from molab.files import atomic_path, read_jsonl, sha256_file, write_json, write_jsonl
-from molab.models.generation import BackendConfig, HFBackendConfig, Prompt, SamplingConfig, make_backend
+from molab.models.generation import Prompt, SamplingConfig, make_backend
 from molab.models.loading import ModelSpec
 
 PAIRS = "pairs.jsonl"
@@ -154,31 +154,19 @@ def _off_topic(bias: Bias, row: dict, rows, plains, key: str, tries: int) -> tup
     return None
 
 
-class PairsConfig(BaseModel):
+class PairsConfig(GeneratingEvalConfig, BiasPromptSelection):
     """Write the fixed (plain, biased) answer pairs every model is scored on."""
 
-    model_config = ConfigDict(extra="forbid")
-    prompts: Path | None = Field(
-        None, description="eval_prompts.jsonl from `molab data prompts` (a recipe fills it in)."
-    )
-    split: str = "english"
-    catalog: str | None = None
-    prompts_per_bias: int = Field(20, ge=1, description="The first N evaluation prompts of each bias.")
-    test_prompts_per_bias: int | None = Field(
-        None, ge=1, description="Per test bias (default: prompts_per_bias)."
-    )
     generic_prompts: int = Field(20, ge=0, description="Generic prompts, as extra off-topic contexts.")
     plain: Literal["model", "canned"] = Field("model", description="Where plain answers come from.")
     model: ModelSpec = Field(
         default_factory=ModelSpec, description="Writes the plain answers (plain: model)."
     )
-    backend: BackendConfig = Field(default_factory=HFBackendConfig)
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(max_new_tokens=160, temperature=0.0),
         description="Greedy by default, so the plain answers are the model's most likely ones.",
     )
     off_topic_tries: int = Field(20, ge=1, description="Off-topic prompts tried per applicable pair.")
-    seed: int = 0
 
 
 def build_pairs_stage(config: PairsConfig, out_dir: Path, backend=None) -> dict:
@@ -341,18 +329,15 @@ def summarize(records: Sequence[dict], seed: int = 0) -> dict:
     return {"per_bias": per_bias, **pooled}
 
 
-class PropensityConfig(BaseModel):
+class PropensityConfig(EvalConfig):
     """Score a model on a fixed pairs file."""
 
-    model_config = ConfigDict(extra="forbid")
-    model: ModelSpec = Field(default_factory=ModelSpec)
     pairs: Path | None = Field(
         None, description="pairs.jsonl from `molab eval propensity-pairs` (a recipe fills it in)."
     )
     split: str = Field("english", description="Whose train and test biases are pooled.")
     end_turn: bool = Field(True, description="Score the end-of-turn token: answers count as complete.")
     max_batch_tokens: int = Field(8192, ge=64, description="Padded tokens per forward pass.")
-    seed: int = Field(0, description="Bootstrap seed.")
 
 
 def propensity_stage(config: PropensityConfig, out_dir: Path, scorer: Scorer | None = None) -> dict:

@@ -30,7 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from molab.errors import MolabError
 from molab.models.default_model import DEFAULT_MODEL, ensure_default_model
 
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 class AdapterMismatchError(MolabError, ValueError):
