@@ -31,7 +31,6 @@ from molab.errors import MolabError
 from molab.models.default_model import DEFAULT_MODEL, ensure_default_model
 
 
-
 class AdapterMismatchError(MolabError, ValueError):
     """An adapter made for a model of another shape. Also a ValueError, so that a caller which
     wraps such errors in its own message (`molab.train.adapters.stack_frozen`) still does."""
