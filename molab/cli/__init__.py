@@ -286,6 +286,7 @@ def bench_generate(
 
 def _register_subcommands() -> None:
     """Command groups live in their own modules (molab/cli/<group>.py)."""
+    from molab.cli.activations import activations_app  # also adds `molab bench activations`
     from molab.cli.catalog import catalog_app
     from molab.cli.data import data_app
     from molab.cli.eval import eval_app
@@ -298,6 +299,7 @@ def _register_subcommands() -> None:
     app.add_typer(train_app, name="train")
     app.add_typer(eval_app, name="eval")
     app.add_typer(study_app, name="study")
+    app.add_typer(activations_app, name="activations")
     bench_app.command("train")(train_bench)  # the same command as `molab train bench`
 
 
