@@ -202,3 +202,27 @@ def read_yaml_list(source, kind: str, items: str) -> list:
     if not isinstance(data, list) or not data:
         raise MolabError(f"{source}: expected a non-empty list of {items}")
     return data
+
+
+def entries_fingerprint(
+    path: str | Path, kind: str, key: str, fields: tuple[str, ...], settings: tuple[str, ...] = ()
+) -> Fingerprint:
+    """The SHA-256 of the parts of a YAML file of entries that a stage reads: each entry's `id`
+    and `fields`, and the top-level `settings`. The file is a list of entries, or a mapping with
+    the list (or an id -> entry mapping) under `key`. A stage hashing this re-runs when those
+    parts change, not when another field does (say one bias's `applied` rule in a catalog)."""
+    import hashlib
+
+    data = read_yaml(path, kind)
+    if isinstance(data, list):
+        data = {key: data}
+    if not isinstance(data, dict):
+        raise MolabError(f"{path}: expected a list of entries or a mapping with '{key}'")
+    entries = data.get(key) or []
+    if isinstance(entries, dict):
+        entries = [{"id": k, **(v if isinstance(v, dict) else {})} for k, v in entries.items()]
+    kept = [{k: e.get(k) for k in ("id", *fields)} if isinstance(e, dict) else e for e in entries]
+    text = json.dumps(
+        {"settings": {k: data.get(k) for k in settings}, key: kept}, sort_keys=True, default=str
+    )
+    return Fingerprint(f"{path} ({', '.join(fields)})", hashlib.sha256(text.encode()).hexdigest())

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from molab.catalog.base import Bias, add_sentence, mentions
 from molab.errors import MolabError
-from molab.files import Fingerprint, read_yaml
+from molab.files import Fingerprint, entries_fingerprint, read_yaml
 
 DOMAINS = ("code", "language", "topic", "format", "meta")
 
@@ -221,21 +221,6 @@ def load_custom_catalog(path: str | Path, builtin: Mapping[int, Bias]) -> dict[i
 
 
 def catalog_fingerprint(path: str | Path, fields: tuple[str, ...]) -> Fingerprint:
-    """The SHA-256 of the parts of a catalog YAML that a stage reads: each bias's id and
-    `fields`, and which built-in biases it starts from. A stage that hashes this re-runs when
-    those parts change, not when another field (say one bias's `applied` rule) does."""
-    import hashlib
-    import json
-
-    data = read_yaml(path, "catalog")
-    if isinstance(data, list):
-        data = {"biases": data}
-    if not isinstance(data, dict):
-        raise MolabError(f"{path}: expected a list of biases or a mapping with 'biases'")
-    biases = data.get("biases") or []
-    if isinstance(biases, dict):
-        biases = [{"id": k, **(v if isinstance(v, dict) else {})} for k, v in biases.items()]
-    kept = [{k: b.get(k) for k in ("id", *fields)} if isinstance(b, dict) else b for b in biases]
-    start = {k: data.get(k) for k in ("include_builtin", "builtin")}
-    text = json.dumps({"start": start, "biases": kept}, sort_keys=True, default=str)
-    return Fingerprint(f"{path} ({', '.join(fields)})", hashlib.sha256(text.encode()).hexdigest())
+    """The SHA-256 of the parts of a catalog YAML that a stage reads (`fields` of each bias):
+    see `molab.files.entries_fingerprint`."""
+    return entries_fingerprint(path, "catalog", "biases", fields, ("include_builtin", "builtin"))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from molab.catalog import catalog_inputs
+from molab.files import entries_fingerprint
 from molab.models.generation import BackendConfig, HFBackendConfig, SamplingConfig
 from molab.models.loading import ModelSpec
 from molab.pipeline import Input, Stage
@@ -63,9 +63,9 @@ def eval_inputs(files: tuple[str, ...], catalog_fields: tuple[str, ...] = ()) ->
     def inputs(config, stage_dir: Path) -> dict[str, Input]:
         found: dict[str, Input] = {f"adapter_{i}": Path(a) for i, a in enumerate(config.model.adapters)}
         found |= {f: Path(getattr(config, f)) for f in files if getattr(config, f, None) is not None}
-        if catalog_fields:
-            found |= catalog_inputs(config, catalog_fields)
-        elif (split := getattr(config, "split", None)) and Path(split).is_file():
+        if catalog_fields and getattr(config, "catalog", None):
+            found["catalog"] = _catalog_fingerprint(config.catalog, catalog_fields)
+        if (split := getattr(config, "split", None)) and Path(split).is_file():
             found["split"] = Path(split)
         return found
 
@@ -75,3 +75,9 @@ def eval_inputs(files: tuple[str, ...], catalog_fields: tuple[str, ...] = ()) ->
 def eval_stage(name: str, config: type, outputs: tuple[str, ...], run: Callable, **inputs) -> Stage:
     """The `Stage` of evaluation `name` whose function is `run(config, out_dir)`."""
     return Stage(name, config, outputs, lambda c, out, _: run(c, out), eval_inputs(**inputs))
+
+
+def _catalog_fingerprint(path: str, fields: tuple[str, ...]):
+    """The catalog fields an evaluation judges by (as `molab.catalog.custom.catalog_fingerprint`,
+    which this floor may not import: generic tools such as audits build on evaluations)."""
+    return entries_fingerprint(path, "catalog", "biases", fields, ("include_builtin", "builtin"))
