@@ -287,6 +287,7 @@ def bench_generate(
 def _register_subcommands() -> None:
     """Command groups live in their own modules (molab/cli/<group>.py)."""
     from molab.cli.activations import activations_app  # also adds `molab bench activations`
+    from molab.cli.audit import audit_app
     from molab.cli.catalog import catalog_app
     from molab.cli.data import data_app
     from molab.cli.eval import eval_app
@@ -295,6 +296,7 @@ def _register_subcommands() -> None:
     from molab.cli.train import train_app
 
     app.add_typer(catalog_app, name="catalog")
+    app.add_typer(audit_app, name="audit")
     app.add_typer(data_app, name="data")
     app.add_typer(train_app, name="train")
     app.add_typer(eval_app, name="eval")
