@@ -1,5 +1,5 @@
 """Training-data search (molab/audit/search.py, molab/cli/audit_search.py) on tiny corpora with
-the real all-MiniLM-L6-v2 embedder (unpacked once per session into a temporary MOLAB_CACHE)."""
+the real all-MiniLM-L6-v2 embedder (unpacked once into a temporary MOLAB_CACHE for this module)."""
 
 from __future__ import annotations
 
@@ -58,9 +58,10 @@ def _write_run(run: Path) -> Path:
     return run
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def molab_cache(tmp_path_factory):
-    """MOLAB_CACHE pointed at a session directory, with the embedder unpacked there."""
+    """MOLAB_CACHE pointed at a directory of this module (restored after it, so no other test
+    module sees it), with the embedder unpacked there."""
     old = os.environ.get("MOLAB_CACHE")
     os.environ["MOLAB_CACHE"] = str(tmp_path_factory.mktemp("molab-cache"))
     yield ensure_minilm()
@@ -70,7 +71,7 @@ def molab_cache(tmp_path_factory):
         os.environ["MOLAB_CACHE"] = old
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def built(tmp_path_factory, molab_cache):
     """(run dir, index dir) of a tiny run, indexed with BM25 and the semantic index."""
     root = tmp_path_factory.mktemp("search")
@@ -79,7 +80,7 @@ def built(tmp_path_factory, molab_cache):
     return run, root / "index"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def index(built):
     return SearchIndex(built[1])
 
