@@ -58,6 +58,9 @@ class Organism:
     # Checks of a recipe before any stage runs: (config, recipe path, runs root, --set overrides).
     validate: Callable[..., None] | None = None
     run_name: Callable[[Any], str] = field(default=lambda config: config.run)
+    # Its ground truth from the run directory (a `molab.audit.verdict.GroundTruth`), to score an
+    # audit's verdict in `molab audit report`; None for an organism without one.
+    ground_truth: Callable[[Any], Any] | None = None
 
 
 def get_organism(name: str) -> Organism:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from molab.organisms.base import Organism, execute
 from molab.organisms.rm_sycophancy.config import EvalPlan, RMSycophancyConfig
+from molab.organisms.rm_sycophancy.ground_truth import ground_truth
 from molab.organisms.rm_sycophancy.plan import checkpoints as _checkpoints
 from molab.organisms.rm_sycophancy.plan import plan as _plan
 from molab.organisms.rm_sycophancy.validate import validate_recipe
@@ -37,6 +38,7 @@ ORGANISM = Organism(
     checkpoints=_checkpoints,
     report_sections=exploitation_sections,
     validate=validate_recipe,
+    ground_truth=ground_truth,
 )
 
 
