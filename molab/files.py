@@ -142,24 +142,48 @@ def read_text_file(path: str | Path, kind: str) -> str:
         ) from None
 
 
+def iter_jsonl(path: str | Path, kind: str = "JSONL") -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file, streamed (corpora can be
+    large). Bytes are split at newlines only: `str.splitlines()` would also break at U+2028 and
+    other separators that `write_jsonl` (ensure_ascii=False) leaves raw inside strings. A file of
+    another kind, invalid UTF-8, a line that is not JSON or not an object: a MolabError naming
+    the file and line (`kind` names what the file should be)."""
+    path = Path(path)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise MolabError(f"cannot read {kind} file {path}: no such file") from None
+    except IsADirectoryError:
+        raise MolabError(f"{path} is a directory, not a {kind} file") from None
+    except OSError as e:
+        raise MolabError(f"cannot read {kind} file {path}: {e.strerror or e}") from None
+    with f:
+        for n, raw in enumerate(f, 1):
+            if n == 1:
+                for magic, what in _BINARY_KINDS.items():
+                    if raw.startswith(magic):
+                        raise MolabError(f"{path} is {what}, not a {kind} file")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise MolabError(
+                    f"{path}, line {n}, column {e.start + 1}: not UTF-8 text (is it a {kind} file? "
+                    "re-save it as UTF-8)"
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise MolabError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise MolabError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
+            yield n, row
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """Read a JSONL file; a bad line raises a MolabError naming the file and line."""
-    path = Path(path)
-    # Split on newlines only: str.splitlines() would also break at U+2028 and other separators
-    # that `write_jsonl` (ensure_ascii=False) leaves raw inside strings.
-    lines = read_text_file(path, "JSONL").split("\n")
-    rows = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise MolabError(f"{path}, line {n}: not valid JSON ({e.msg})") from e
-        if not isinstance(row, dict):
-            raise MolabError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
+    return [row for _, row in iter_jsonl(path)]
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:

@@ -14,6 +14,9 @@ The lock is `fcntl.flock` on a small file that records the holder's process id a
 
 On file systems without `flock` (some network mounts) the lock falls back to the recorded
 process id: the holder counts as live while that process exists on this host.
+
+`waiting` is the other kind: for a short job every process needs done once (unpacking a model
+into the cache), a second process waits for the first instead of failing, then finds it done.
 """
 
 from __future__ import annotations
@@ -135,3 +138,17 @@ def _pid_lock(path: Path, what: str, record: dict) -> Iterator[None]:
             path.unlink(missing_ok=True)
         return
     raise _busy(path, what, _holder(path))
+
+
+@contextmanager
+def waiting(path: str | Path) -> Iterator[None]:
+    """Hold the lock file `path` for the body, waiting while another process holds it. The file
+    stays (removing it would let a waiter lock a file nobody else can see)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -20,13 +20,12 @@ import importlib.util
 import json
 import shutil
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from molab.errors import MolabError
 from molab.files import atomic_path, sha256_file
+from molab.locks import waiting
 from molab.models.default_model import cache_root
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
@@ -111,7 +110,7 @@ def ensure_minilm() -> Path:
     zip_sha = sha256_file(archive)
     if _valid(folder, zip_sha):
         return folder
-    with _lock(folder):
+    with waiting(folder.parent / f".{folder.name}.lock"):
         if _valid(folder, zip_sha):  # another process unpacked it while this one waited
             return folder
         if folder.exists() or folder.is_symlink():
@@ -135,20 +134,6 @@ def ensure_minilm() -> Path:
     if not _valid(folder, zip_sha):
         raise MolabError(f"unpacking the default embedding model into {folder} failed verification")
     return folder
-
-
-@contextmanager
-def _lock(folder: Path) -> Iterator[None]:
-    """Wait for an exclusive lock on a file beside `folder`."""
-    import fcntl
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class Encoder:

@@ -38,7 +38,7 @@ from pathlib import Path
 from molab.audit.embeddings import DEFAULT_EMBEDDER, Encoder, resolve_embedder
 from molab.data.contracts import DOCS_STAGE, DOCUMENTS, DPO_DATA_STAGE, DPO_FILE, SFT_DATA_STAGE, SFT_FILE
 from molab.errors import MolabError
-from molab.files import atomic_path, sha256_file, write_json
+from molab.files import atomic_path, iter_jsonl, sha256_file, write_json
 
 INDEX_FORMAT = 1
 MANIFEST, ROWS, BM25_DIR, FAISS_FILE, PASSAGES = (
@@ -96,25 +96,6 @@ def text_corpus(path: str | Path, text_field: str = "text") -> Corpus:
     return Corpus(path, "text", path.name, text_field)
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) of a JSONL file, streamed; a bad line is a MolabError naming it."""
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise MolabError(f"{path}, line {n}: not UTF-8 text (re-save it as UTF-8)") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MolabError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise MolabError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
-            yield n, row
-
-
 def _parquet_rows(path: Path, columns: list[str]) -> Iterator[tuple[int, dict]]:
     """(row number from 1, {column: value}) of a Parquet file, read batch by batch."""
     import pyarrow.parquet as pq
@@ -156,7 +137,7 @@ def corpus_rows(corpus: Corpus) -> Iterator[dict]:
         field_ = "text" if kind == "documents" else corpus.text_field
         rows = _parquet_rows(path, [field_, "source"])
     else:
-        rows = _jsonl_rows(path)
+        rows = iter_jsonl(path)
         field_ = corpus.text_field
     for n, row in rows:
         if kind == "sft":

@@ -41,16 +41,13 @@ def _read_prompts(path: Path) -> tuple[list, list[dict], list[int]]:
     Also returns each prompt's line number in the file (blank lines are skipped)."""
     from pydantic import ValidationError
 
-    from molab.files import read_jsonl
+    from molab.files import iter_jsonl
     from molab.models.generation import Prompt
 
-    rows = read_jsonl(path)
-    if not rows:
+    numbered = list(iter_jsonl(path))
+    if not numbered:
         raise MolabError(f"{path} holds no prompts: write one JSON object per line")
-    # read_jsonl has read the file as UTF-8 already; split it the way it does (newlines only).
-    lines = [n for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1) if line.strip()]
-    if len(lines) != len(rows):  # a reader that splits differently: number the rows instead
-        lines = list(range(1, len(rows) + 1))
+    lines, rows = [n for n, _ in numbered], [row for _, row in numbered]
     prompts = []
     for n, row in zip(lines, rows):
         try:

