@@ -286,6 +286,7 @@ def _register_subcommands() -> None:
     from molab.cli.activations import activations_app  # also adds `molab bench activations`
     from molab.cli.audit import audit_app
     from molab.cli.catalog import catalog_app
+    from molab.cli.circuits import circuits_app
     from molab.cli.data import data_app
     from molab.cli.eval import eval_app
     from molab.cli.study import study_app
@@ -294,6 +295,7 @@ def _register_subcommands() -> None:
 
     app.add_typer(catalog_app, name="catalog")
     app.add_typer(audit_app, name="audit")
+    app.add_typer(circuits_app, name="circuits")
     app.add_typer(data_app, name="data")
     app.add_typer(train_app, name="train")
     app.add_typer(eval_app, name="eval")

@@ -1,0 +1,72 @@
+"""`molab circuits graph`: the attribution graph of one prompt (molab/circuits/attribution.py).
+
+    molab circuits graph --model smollm2-135m --transcoders runs/tc --prompt "The capital of Texas is" \\
+        --out graph.safetensors
+    molab circuits graph --transcoders runs/tc --prompt-file p.txt --target " Austin" --out g.safetensors
+
+Bad inputs are caught before the graph is computed, each in one line: a prompt longer than the
+model's context, transcoders of another width or depth, an output path molab may not write.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from molab.cli.circuits import circuits_app
+from molab.errors import MolabError
+
+
+@circuits_app.command("graph")
+def graph(
+    transcoders: Annotated[
+        Path, typer.Option(help="Transcoder set folder (config.yaml + layer_<i>.safetensors).")
+    ],
+    out: Annotated[Path, typer.Option(help="Graph file to write (.safetensors).")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model spec (name, dir or stage dir).")
+    ] = "smollm2-135m",
+    prompt: Annotated[str | None, typer.Option(help="The prompt text.")] = None,
+    prompt_file: Annotated[Path | None, typer.Option(help="A UTF-8 file holding the prompt.")] = None,
+    target: Annotated[
+        list[str] | None, typer.Option(help="A token to attribute (repeat); default: the top logits.")
+    ] = None,
+    max_feature_nodes: Annotated[int, typer.Option(help="At most this many feature rows.")] = 7500,
+    batch_size: Annotated[int | None, typer.Option(help="Rows per batched backward pass.")] = None,
+):
+    """Compute the attribution graph of a prompt on the local replacement model and save it."""
+    from pydantic import ValidationError
+
+    from molab.circuits.attribution import AttributionConfig, attribute, check_prompt
+    from molab.circuits.targets import prompt_ids
+    from molab.circuits.transcoder import load_transcoders
+    from molab.files import check_output_file, read_text_file
+    from molab.models.loading import load_model
+
+    if (prompt is None) == (prompt_file is None):
+        raise MolabError("give exactly one of --prompt TEXT or --prompt-file FILE")
+    text = prompt if prompt is not None else read_text_file(prompt_file, "prompt")
+    check_output_file(out)
+    settings = {"max_feature_nodes": max_feature_nodes, "targets": target or None}
+    if batch_size is not None:
+        settings["batch_size"] = batch_size
+    try:
+        config = AttributionConfig(**settings)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise MolabError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+    tset = load_transcoders(transcoders)
+    loaded = load_model(model)
+    tset.check_model(loaded.model, transcoders)
+    check_prompt(loaded.model, prompt_ids(loaded.tokenizer, text))
+    result = attribute(loaded.model, loaded.tokenizer, tset, text, config)
+    result.transcoders = str(transcoders)
+    result.save(out)
+    stats = result.stats
+    typer.echo(
+        f"{out}: {result.n_nodes} nodes ({result.n_features} features of {stats['active_features']} active, "
+        f"{result.n_errors} errors, {result.n_pos} tokens, {result.n_logits} logits) "
+        f"in {stats['total_s']:.1f} s"
+    )
