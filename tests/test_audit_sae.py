@@ -8,17 +8,25 @@ import json
 
 import pytest
 import torch
+from conftest import run_cli
 from safetensors.torch import save_file
 
 import molab.cli.audit_sae  # noqa: F401  (adds `molab audit sae` to the audit app)
 from molab.audit.features import assistant_features, feature_views, unembedding
 from molab.audit.sae import SAE, import_sae, load_sae
-from molab.audit.sae_train import SAETrainConfig, Trainer, init_sae, jumprelu_threshold, select, train_sae
+from molab.audit.sae_train import (
+    SAETrainConfig,
+    Trainer,
+    evaluate,
+    init_sae,
+    jumprelu_thresholds,
+    select,
+    train_sae,
+)
 from molab.bench.sae import synthetic_cache
 from molab.errors import MolabError
 from molab.models.activations import ActivationCache, ActivationsConfig, cache_activations
 from molab.models.loading import ModelSpec, load_model
-from tests.conftest import run_cli
 
 POINT = "layers.1.resid_post"
 
@@ -67,14 +75,61 @@ def test_topk_batchtopk_and_jumprelu_encoders_agree():
     assert torch.equal(top[top > 0], torch.relu(pre)[top > 0])  # kept values unchanged
     batch = select(pre, 4, batch=True)
     assert int((batch > 0).sum()) == 4 * 256 and (batch > 0).sum(-1).float().std() > 0  # varies per token
-    theta = jumprelu_threshold(sae, [x[:128], x[128:]], 4)
+    # Calibrated on one batch with its own selection, every latent's threshold sits just below
+    # the batch's smallest kept value, so JumpReLU keeps exactly what the batch kept.
+    theta, glob = jumprelu_thresholds(sae, [x], 4, batch=True)
+    assert glob == pytest.approx(float(batch[batch > 0].min().detach()))
+    assert torch.allclose(theta, torch.full_like(theta, glob))
     sae.architecture = "jumprelu"
-    sae.threshold.fill_(theta)
-    jump = sae.encode(x)
-    assert torch.equal(jump, pre * (pre > theta)) and abs(float((jump > 0).sum(-1).float().mean()) - 4) < 0.5
-    # On tokens where the batch kept a latent above theta, JumpReLU keeps it too, with the same value.
-    strong = batch > theta
-    assert torch.equal(jump[strong], batch[strong])
+    sae.threshold.copy_(theta)
+    assert torch.equal(sae.encode(x), batch)
+    other = torch.randn(4096, 16, generator=g)
+    assert torch.equal(sae.encode(other), sae.pre_acts(other) * (sae.pre_acts(other) > theta))
+    assert abs(float((sae.encode(other) > 0).sum(-1).float().mean()) - 4) < 0.8
+
+
+def two_scale(n: int, seed: int = 0):
+    """Planted activations [n, 96]: 96 orthonormal directions in two groups of 48; a quiet token
+    holds 3 of the first group with magnitudes 0.1-0.3, a loud one 3 of the second with 3-9. And
+    their magnitudes [n, 96] and the directions [96, 96]."""
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.linalg.qr(torch.randn(96, 96, generator=g))[0]
+    loud = torch.rand(n, generator=g) < 0.5
+    which = torch.rand(n, 48, generator=g).argsort(-1)[:, :3] + 48 * loud[:, None]
+    scale = torch.where(loud, 3.0, 0.1)[:, None]
+    mags = torch.zeros(n, 96).scatter(1, which, scale * (1 + 2 * torch.rand(n, 3, generator=g)))
+    return mags @ dirs, mags, dirs
+
+
+def test_per_latent_thresholds_keep_small_scale_latents_and_drop_spurious_ones():
+    """A TopK SAE with the planted dictionary, whose encoder rows leak a little of the other
+    directions of their group (as trained encoders do): per-token top-3 keeps exactly the
+    planted latents. One threshold for all (the old global estimate) sits between the groups'
+    scales: it silences the quiet latents and passes the loud group's leaks."""
+    x, mags, dirs = two_scale(40_960)
+    leak = 0.03 * torch.randn(96, 96, generator=torch.Generator().manual_seed(1))
+    leak[:48, 48:] = leak[48:, :48] = 0
+    leak.fill_diagonal_(0)
+    sae = SAE(96, 96, architecture="topk", k=3, hook_name=POINT)
+    with torch.no_grad():
+        sae.W_dec.copy_(dirs)
+        sae.W_enc.copy_(dirs.T @ (torch.eye(96) + leak))
+    theta, glob = jumprelu_thresholds(sae, x[:32_768].split(4096), 3, batch=False)
+    sae.architecture = "jumprelu"
+    held, planted_on = x[32_768:], mags[32_768:] > 0
+    results = {}
+    for name, t in (("per_latent", theta), ("global", torch.full_like(theta, glob))):
+        sae.threshold.copy_(t)
+        fired = sae.encode(held) > 0
+        results[name] = evaluate(sae, held.split(1024)) | {
+            "quiet_recall": float(fired[:, :48][planted_on[:, :48]].float().mean()),
+            "spurious": float((fired & ~planted_on).sum(-1).float().mean()),
+        }
+    per, one = results["per_latent"], results["global"]
+    assert abs(per["l0"] - 3) < 0.15 and per["quiet_recall"] > 0.95 and per["spurious"] < 0.05
+    assert one["quiet_recall"] < 0.2 and one["spurious"] > 1  # the old behaviour
+    assert per["fvu"] < one["fvu"] / 2
+    assert (theta[48:] > 5 * theta[:48].max()).all()  # each group's threshold on its own scale
 
 
 def _random_sae(architecture="jumprelu", k=None, d_in=16, d_sae=32, hook=POINT):
@@ -234,7 +289,10 @@ def test_features_command_writes_json_and_prints_a_table(
     assert "docs 100%" in stdout and "[[ chocolate]]" in stdout and "100%" in stdout
 
 
-def test_train_on_a_cache_reports_fvu_l0_dead_share_and_the_spliced_loss(tiny, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("arch", ["batchtopk", "topk"])
+def test_train_on_a_cache_reports_fvu_l0_dead_share_and_the_spliced_loss(
+    arch, tiny, tiny_model_dir, tmp_path
+):
     x, dirs = planted(12_288)
     cache = synthetic_cache(
         tmp_path / "cache",
@@ -244,7 +302,7 @@ def test_train_on_a_cache_reports_fvu_l0_dead_share_and_the_spliced_loss(tiny, t
         fields={"token_ids": torch.randint(0, 1000, (len(x),), generator=torch.Generator().manual_seed(0))},
         model={"name": str(tiny_model_dir), "adapters": [], "merge_adapters": False},
     )
-    cfg = SAETrainConfig(cache=cache.path, point=POINT, architecture="batchtopk", k=3, d_sae=192)
+    cfg = SAETrainConfig(cache=cache.path, point=POINT, architecture=arch, k=3, d_sae=192)
     cfg = cfg.model_copy(update={"batch_size": 512, "lr": 3e-3, "tokens": 150_000, "eval_docs": 2})
     report = train_sae(cfg, tmp_path / "sae", loaded=tiny)
     held = report["heldout"]
@@ -257,10 +315,16 @@ def test_train_on_a_cache_reports_fvu_l0_dead_share_and_the_spliced_loss(tiny, t
     assert held["loss_tokens"] == 2 * 1023 and held["loss"] > 0 and held["loss_with_sae"] != held["loss"]
     assert report["curve"][-1]["fvu"] < report["curve"][0]["fvu"]
     sae = load_sae(tmp_path / "sae")
-    assert sae.architecture == "jumprelu" and float(sae.threshold[0]) == pytest.approx(
-        report["threshold"], abs=1e-5
+    assert sae.architecture == "jumprelu" and float(sae.threshold.median()) == pytest.approx(
+        report["threshold"]["median"], abs=1e-5
     )
-    assert sae.metadata["sources"] == {"synthetic": 1.0} and sae.metadata["trained_as"] == "batchtopk"
+    # The per-latent thresholds do no worse on held-out tokens than the one global threshold.
+    held_x = x[-2048:]
+    per = evaluate(sae, held_x.split(512))
+    sae.threshold.fill_(report["threshold"]["global"])
+    one = evaluate(sae, held_x.split(512))
+    assert per["fvu"] <= one["fvu"] + 0.005 and abs(per["l0"] - 3) < 0.5
+    assert sae.metadata["sources"] == {"synthetic": 1.0} and sae.metadata["trained_as"] == arch
     assert (recovered(sae, dirs) > 0.9).float().mean() > 0.8
 
 

@@ -224,13 +224,17 @@ def _fill(sae: SAE, tensors: dict[str, torch.Tensor], where: Path) -> SAE:
     return sae
 
 
-def _load_saelens(path: Path) -> SAE:
+def _load_saelens(path: Path, hook_name: str | None) -> SAE:
     cfg = _read_cfg(path)
     meta = cfg.get("metadata") or {}
     missing = [k for k in ("d_in", "d_sae") if k not in cfg]
-    hook = cfg.get("hook_name") or meta.get("hook_name")
-    if missing or not hook:
-        raise MolabError(f"{path / CFG} lacks {', '.join(missing) or 'hook_name'}: not an SAELens SAE config")
+    hook = hook_name or cfg.get("hook_name") or meta.get("hook_name")
+    if missing:
+        raise MolabError(f"{path / CFG} lacks {', '.join(missing)}: not an SAELens SAE config")
+    if not hook:
+        raise MolabError(
+            f"{path / CFG} names no hook point (an SAE trained without a model): give it (--point)"
+        )
     if cfg.get("normalize_activations") not in (None, "none"):
         raise MolabError(
             f"{path}: normalize_activations={cfg['normalize_activations']!r} is not supported "
@@ -281,9 +285,7 @@ def load_sae(path: str | Path, hook_name: str | None = None) -> SAE:
     the CPU, in eval mode. `hook_name` overrides the point a sparsify folder's name gives."""
     path = Path(path)
     if (path / SAELENS_WEIGHTS).is_file():
-        sae = _load_saelens(path)
-        if hook_name:
-            sae.hook_name = hook_name
+        sae = _load_saelens(path, hook_name)
     elif (path / SPARSIFY_WEIGHTS).is_file():
         sae = _load_sparsify(path, hook_name)
     elif path.is_dir() and any((p / SPARSIFY_WEIGHTS).is_file() for p in path.iterdir()):

@@ -21,10 +21,19 @@ Method (Gao et al. 2024, "Scaling and evaluating sparse autoencoders"; Bussmann 
 - the batch is streamed from disk by the cache's shuffled reader (never loaded whole), from the
   training shards only: the last `heldout` share of shards is held out for evaluation.
 
-Inference form: the saved SAE is JumpReLU, with one threshold for every latent: the mean, over
-batches, of the smallest activation the batch-level top-k keeps (Bussmann et al. 2024), so its
-mean L0 matches k without a top-k over a batch at inference. For a TopK-trained SAE the same
-estimate applies (a per-token top-k would make a token's features depend on its other features).
+Inference form: the saved SAE is JumpReLU with a threshold per latent, so its mean L0 matches
+k without a top-k at inference (a per-token top-k would make a token's features depend on its
+other features). Calibration batches go through the training's own selection (the batch-level
+top-k for BatchTopK, the per-token top-k for TopK). Per batch and latent, any threshold between
+the latent's c-th and (c+1)-th largest pre-activation keeps as many of its activations as the
+selection kept (c of them); of those, molab takes the one nearest the batch's cutoff (the
+smallest activation the batch-level top-k keeps), and a latent's threshold is the mean over the
+batches that kept it. Latents never kept get the global estimate, the mean of the cutoffs
+(Bussmann et al. 2024). For BatchTopK the cutoff lies in every kept latent's interval, so its
+thresholds stay the global one: its training selection is itself one threshold per batch. For
+TopK, which ranks within a token, one threshold for all would silence latents whose activations
+are small beside others' and let through the spurious activations of latents whose real ones
+are large; per latent, neither happens.
 
 Evaluation on the held-out shards: FVU, mean L0 and the dead share (latents that fire on no
 held-out token) of the saved SAE; and the model's next-token loss on held-out documents (rebuilt
@@ -207,17 +216,38 @@ class Trainer:
 
 
 @torch.no_grad()
-def jumprelu_threshold(sae: SAE, batches, k: int) -> float:
-    """Mean over `batches` of the smallest activation a batch-level top-k keeps."""
-    mins = []
+def jumprelu_thresholds(sae: SAE, batches, k: int, *, batch: bool) -> tuple[torch.Tensor, float]:
+    """(per-latent thresholds [d_sae], the global estimate) from calibration `batches`, for an SAE
+    trained with the batch-level (`batch`) or the per-token top-k; see the module docstring."""
+    below = torch.tensor(-torch.inf)
+    total = torch.zeros(sae.d_sae, dtype=torch.float64)
+    batches_kept = torch.zeros(sae.d_sae, dtype=torch.long)
+    cutoffs = []
     for x in batches:
-        acts = select(sae.pre_acts(x), k, batch=True)
-        kept = acts[acts > 0]
-        if len(kept):
-            mins.append(float(kept.min()))
-    if not mins:
+        pre = sae.pre_acts(x)  # [n, d_sae]
+        kept = select(pre, k, batch=True)
+        if not (kept > 0).any():
+            continue
+        cutoff = float(kept[kept > 0].min())  # the batch-level top-k's smallest kept value
+        cutoffs.append(cutoff)
+        if not batch:
+            kept = select(pre, k, batch=False)
+        counts = (kept > 0).sum(0)  # [d_sae]
+        hit = counts > 0
+        counts = counts[hit]
+        # pre > t keeps c of a latent's values for t in [(c+1)-th largest, c-th largest): take
+        # the point of that interval nearest the batch's cutoff.
+        top = pre[:, hit].topk(min(int(counts.max()) + 1, len(pre)), dim=0).values  # [c_max + 1, hits]
+        upper = torch.nextafter(top.gather(0, (counts - 1)[None])[0], below)
+        lower = top.gather(0, counts.clamp_max(len(top) - 1)[None])[0]
+        lower = torch.where(counts < len(pre), lower, below)
+        total[hit] += torch.nextafter(torch.tensor(cutoff), below).clamp(lower, upper).double()
+        batches_kept += hit
+    if not cutoffs:
         raise MolabError("no latent fired on the calibration batches: the SAE did not train")
-    return sum(mins) / len(mins)
+    glob = sum(cutoffs) / len(cutoffs)
+    own = total / batches_kept.clamp_min(1)
+    return torch.where(batches_kept > 0, own, glob).float(), glob
 
 
 @torch.no_grad()
@@ -359,15 +389,25 @@ def train_sae(cfg: SAETrainConfig, out: Path, *, loaded=None, log_every: int = 5
     seconds = time.perf_counter() - start
     sae.eval()
     calibration = train_view.batches(point, cfg.batch_size, seed=cfg.seed + 20_000)
-    theta = jumprelu_threshold(sae, (x for _, x in zip(range(cfg.calibration_batches), calibration)), cfg.k)
-    sae.threshold.fill_(theta)
+    theta, glob = jumprelu_thresholds(
+        sae,
+        (x for _, x in zip(range(cfg.calibration_batches), calibration)),
+        cfg.k,
+        batch=cfg.architecture == "batchtopk",
+    )
+    sae.threshold.copy_(theta)
     report = {
         "point": point,
         "training_tokens": seen,
         "tokens_per_second": round(seen / seconds, 1),
         "final_training_fvu": curve[-1]["fvu"],
         "dead_at_end_of_training": round(float((trainer.silent >= cfg.dead_tokens).float().mean()), 4),
-        "threshold": round(theta, 5),
+        "threshold": {
+            "global": round(glob, 5),
+            "median": round(float(theta.median()), 5),
+            "min": round(float(theta.min()), 5),
+            "max": round(float(theta.max()), 5),
+        },
         "curve": curve,
     }
     if held:
