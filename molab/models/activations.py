@@ -685,6 +685,52 @@ class ActivationCache:
         if len(rest) and not drop_last:
             yield rest.to(dtype or rest.dtype)
 
+    def paired_batches(
+        self,
+        points: list[str],
+        batch_size: int,
+        *,
+        seed: int = 0,
+        epochs: int | None = 1,
+        buffer_shards: int = 4,
+        dtype: torch.dtype | None = torch.float32,
+        prefetch: int = 0,
+        drop_last: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Like `batches`, for several points at once: tuples of batches [batch_size, d_model],
+        one per point, whose rows are the same tokens (a transcoder's input and target). The
+        points' shards hold the same tokens in the same order, so one shard order and one
+        permutation serve all."""
+        lists = [self.shards(p) for p in points]
+        sizes = {tuple(e["tokens"] for e in shards) for shards in lists}
+        if len(sizes) != 1:
+            raise MolabError(f"{self.path}: the shards of {', '.join(points)} do not hold the same tokens")
+        passes = itertools.count() if epochs is None else range(epochs)
+        items = itertools.chain.from_iterable(
+            self._shuffled_together(lists, batch_size, seed + e, buffer_shards, dtype, drop_last)
+            for e in passes
+        )
+        return _prefetched(items, prefetch) if prefetch else items
+
+    def _shuffled_together(self, lists, batch_size, seed, buffer_shards, dtype, drop_last):
+        g = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(lists[0]), generator=g).tolist()
+        rest = [torch.empty(0, self.d_model, dtype=self.dtype) for _ in lists]
+        for i in range(0, len(order), buffer_shards):
+            keys = order[i : i + buffer_shards]
+            bufs = [
+                torch.cat([r, *(self._load(shards[k], ["activations"])["activations"] for k in keys)])
+                for r, shards in zip(rest, lists)
+            ]  # each [tokens, d_model]
+            perm = torch.randperm(len(bufs[0]), generator=g)
+            bufs = [b[perm] for b in bufs]
+            full = len(perm) - len(perm) % batch_size
+            for j in range(0, full, batch_size):
+                yield tuple(b[j : j + batch_size].to(dtype or b.dtype) for b in bufs)
+            rest = [b[full:] for b in bufs]
+        if len(rest[0]) and not drop_last:
+            yield tuple(r.to(dtype or r.dtype) for r in rest)
+
     def ordered(self, point: str, batch_size: int | None = None) -> Iterator[TokenBatch]:
         """The tokens of `point` in stored order (whole documents, positions in order; see
         `batches` for the order of documents), with their metadata: one batch per shard, or
