@@ -176,6 +176,19 @@ def test_the_autograd_backward_gives_the_same_graph(model, tokenizer, transcoder
     assert torch.allclose(slow.adjacency, full_graph.adjacency, atol=1e-5)
 
 
+def test_a_lazily_loaded_set_gives_the_same_graph(model, tokenizer, transcoders, full_graph, tmp_path):
+    from molab.circuits.transcoder import LazyTranscoder, load_transcoders, save_set
+
+    lazy = load_transcoders(save_set(tmp_path / "tc", transcoders), lazy=True)
+    assert isinstance(lazy[0], LazyTranscoder)
+    assert not [n for n, _ in lazy.named_parameters() if n.endswith(("W_enc", "W_dec"))]  # on disk
+    graph = attribute(
+        model, tokenizer, lazy, PROMPT, AttributionConfig(max_feature_nodes=None, batch_size=16)
+    )
+    assert torch.equal(graph.features, full_graph.features)
+    assert torch.allclose(graph.adjacency, full_graph.adjacency, atol=1e-6)
+
+
 def test_capped_feature_rows_keep_the_most_influential_and_their_exact_edges(
     model, tokenizer, transcoders, full_graph
 ):

@@ -183,7 +183,7 @@ def attribute(
     with torch.no_grad():
         _logit_rows(engine, store, targets, config.batch_size)
     times["logit_rows_s"] = time.perf_counter() - clock - sum(times.values())
-    visited = _feature_rows(engine, store, transcoders, n_rows, config.batch_size)
+    visited = _feature_rows(engine, store, n_rows, config.batch_size)
     times["feature_rows_s"] = time.perf_counter() - clock - sum(times.values())
     adjacency, selected = _assemble(store, visited, n_other, n_logits)
     times["assemble_s"] = time.perf_counter() - clock - sum(times.values())
@@ -225,9 +225,7 @@ def _logit_rows(engine: RowEngine, store: RowStore, targets: LogitTargets, batch
         store.add(block, engine.n_active + torch.arange(start, start + b), layers)
 
 
-def _feature_rows(
-    engine: RowEngine, store: RowStore, transcoders: TranscoderSet, n_rows: int, batch_size: int
-) -> torch.Tensor:
+def _feature_rows(engine: RowEngine, store: RowStore, n_rows: int, batch_size: int) -> torch.Tensor:
     """Feature rows, most influential first; returns which features were visited [n_active]."""
     index = engine.feats.index
     visited = torch.zeros(engine.n_active, dtype=torch.bool)
@@ -245,10 +243,7 @@ def _feature_rows(
             batch = pending[start : start + batch_size]
             batch = batch[index[batch, 0].argsort(descending=True, stable=True)]
             layers, positions, feats = index[batch].unbind(1)
-            with torch.no_grad():
-                vectors = torch.stack(
-                    [transcoders[lay].W_enc[f] for lay, f in zip(layers.tolist(), feats.tolist())]
-                )
+            vectors = engine.feats.encoders[batch]  # [batch, d_model]
             block = store.reserve(len(batch))
             engine.rows(block, layers, positions, vectors)
             store.add(block, batch, layers)

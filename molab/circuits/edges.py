@@ -23,6 +23,7 @@ class ActiveFeatures:
     starts: list[int]  # n_layers + 1 offsets into index, layer by layer
     decoders: list[torch.Tensor]  # per layer [n_pos, most at one position, d_model]
     slots: list[torch.Tensor]  # per layer [its features]: position * most + rank at its position
+    encoders: torch.Tensor  # [n, d_model]: each feature's encoder row (its row's target direction)
 
 
 @torch.no_grad()
@@ -30,7 +31,7 @@ def encode(state: ReplacementState, transcoders: TranscoderSet, zero_bos: bool):
     """Active features and error vectors [n_layers, n_pos, d_model] (a layer without a
     transcoder: its whole MLP output is error)."""
     n_pos, d = state.n_pos, state.mlp_in.shape[-1]
-    index, values, decoders, slots, starts = [], [], [], [], [0]
+    index, values, decoders, slots, starts, encoders = [], [], [], [], [0], []
     errors = state.mlp_out.clone()
     for layer in range(state.n_layers):
         pos = feat = a = torch.zeros(0, dtype=torch.long)
@@ -49,7 +50,8 @@ def encode(state: ReplacementState, transcoders: TranscoderSet, zero_bos: bool):
         slot = pos * most + rank
         padded = torch.zeros(n_pos * most, d)
         if len(pos):
-            padded[slot] = a[:, None] * transcoders[layer].W_dec[feat]
+            padded[slot] = a[:, None] * t.W_dec[feat]
+        encoders.append(t.W_enc[feat].float() if len(pos) else torch.zeros(0, d))
         index.append(torch.stack([torch.full_like(pos, layer), pos, feat], 1))
         values.append(a.float())
         decoders.append(padded.view(n_pos, most, d))
@@ -57,7 +59,7 @@ def encode(state: ReplacementState, transcoders: TranscoderSet, zero_bos: bool):
         starts.append(starts[-1] + len(pos))
     if zero_bos:
         errors[:, 0] = 0
-    feats = ActiveFeatures(torch.cat(index), torch.cat(values), starts, decoders, slots)
+    feats = ActiveFeatures(torch.cat(index), torch.cat(values), starts, decoders, slots, torch.cat(encoders))
     return feats, errors
 
 

@@ -64,6 +64,7 @@ class Transcoder(nn.Module):
         skip: bool = False,
         activation: str = "jumprelu",
         k: int | None = None,
+        matrices: bool = True,
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -72,9 +73,10 @@ class Transcoder(nn.Module):
             raise MolabError(f"a topk transcoder needs k between 1 and {d_transcoder}, got {k}")
         self.d_model, self.d_transcoder, self.layer = d_model, d_transcoder, layer
         self.activation, self.k = activation, k
-        self.W_enc = nn.Parameter(torch.zeros(d_transcoder, d_model))
+        if matrices:  # (a LazyTranscoder reads them from its file instead)
+            self.W_enc = nn.Parameter(torch.zeros(d_transcoder, d_model))
+            self.W_dec = nn.Parameter(torch.zeros(d_transcoder, d_model))
         self.b_enc = nn.Parameter(torch.zeros(d_transcoder))
-        self.W_dec = nn.Parameter(torch.zeros(d_transcoder, d_model))
         self.b_dec = nn.Parameter(torch.zeros(d_model))
         self.W_skip = nn.Parameter(torch.zeros(d_model, d_model)) if skip else None
         self.register_buffer("threshold", torch.zeros(d_transcoder))
@@ -124,6 +126,32 @@ class Transcoder(nn.Module):
         if self.W_skip is not None:
             out["W_skip"] = self.W_skip.detach().cpu().contiguous()
         return out
+
+
+class LazyTranscoder(Transcoder):
+    """A transcoder whose W_enc and W_dec stay in its layer file and are read (memory-mapped)
+    each time they are used; the small tensors are loaded. Why: a graph needs each layer's
+    full matrices once, to encode, and then only the active features' rows, so keeping a
+    30-layer set of width 9,216 resident (1.3 GB in float32) would dominate its memory
+    (circuit-tracer loads lazily for the same reason)."""
+
+    def __init__(self, file: Path, d_model: int, d_transcoder: int, layer: int, **kwargs):
+        super().__init__(d_model, d_transcoder, layer, matrices=False, **kwargs)
+        self.file = file
+
+    def _read(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        with safe_open(self.file, framework="pt") as f:
+            return f.get_tensor(name).to(self.b_enc.device, torch.float32)
+
+    @property
+    def W_enc(self) -> torch.Tensor:  # [d_transcoder, d_model]
+        return self._read("W_enc")
+
+    @property
+    def W_dec(self) -> torch.Tensor:  # [d_transcoder, d_model]
+        return self._read("W_dec")
 
 
 class TranscoderSet(nn.Module):
@@ -238,27 +266,36 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return cfg
 
 
-def load_layer(file: Path, layer: int, activation: str = "jumprelu", k: int | None = None) -> Transcoder:
-    """One layer file (circuit-tracer's keys); a file without thresholds loads as `activation`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def load_layer(
+    file: Path, layer: int, activation: str = "jumprelu", k: int | None = None, lazy: bool = False
+) -> Transcoder:
+    """One layer file (circuit-tracer's keys); a file without thresholds loads as `activation`.
+    `lazy`: a LazyTranscoder (W_enc and W_dec are read from the file when used)."""
+    from safetensors import SafetensorError, safe_open
 
     try:
-        t = load_file(file)
+        with safe_open(file, framework="pt") as f:
+            shapes_in = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+            t = {n: f.get_tensor(n) for n in shapes_in if not (lazy and n in ("W_enc", "W_dec"))}
     except (SafetensorError, OSError, ValueError) as e:
         raise MolabError(f"{file} is not a readable safetensors file ({e})") from None
-    missing = [n for n in ("W_enc", "W_dec", "b_enc", "b_dec") if n not in t]
+    missing = [n for n in ("W_enc", "W_dec", "b_enc", "b_dec") if n not in shapes_in]
     if missing:
         raise MolabError(f"{file} lacks {', '.join(missing)}: not a transcoder layer file")
-    d_tc, d_model = t["W_enc"].shape
+    d_tc, d_model = shapes_in["W_enc"]
     shapes = {"W_dec": (d_tc, d_model), "b_enc": (d_tc,), "b_dec": (d_model,), "W_skip": (d_model, d_model)}
     shapes[THRESHOLD] = (d_tc,)
     for name, shape in shapes.items():
-        if name in t and tuple(t[name].shape) != shape:
-            raise MolabError(f"{file}: {name} has shape {tuple(t[name].shape)}, expected {shape}")
+        if name in shapes_in and shapes_in[name] != shape:
+            raise MolabError(f"{file}: {name} has shape {shapes_in[name]}, expected {shape}")
     if THRESHOLD in t:
         activation = "jumprelu"
-    tc = Transcoder(d_model, d_tc, layer, skip="W_skip" in t, activation=activation, k=k)
+    options = {"skip": "W_skip" in t, "activation": activation, "k": k}
+    tc = (
+        LazyTranscoder(file, d_model, d_tc, layer, **options)
+        if lazy
+        else Transcoder(d_model, d_tc, layer, **options)
+    )
     with torch.no_grad():
         for name in ("W_enc", "W_dec", "b_enc", "b_dec", "W_skip"):
             if name in t:
@@ -268,9 +305,9 @@ def load_layer(file: Path, layer: int, activation: str = "jumprelu", k: int | No
     return tc
 
 
-def load_transcoders(path: str | Path, layers: list[int] | None = None) -> TranscoderSet:
+def load_transcoders(path: str | Path, layers: list[int] | None = None, lazy: bool = False) -> TranscoderSet:
     """The set in folder `path` (molab's or circuit-tracer's), optionally only some layers;
-    float32 on the CPU (move it with `.to`)."""
+    float32 on the CPU (move it with `.to`); `lazy`: W_enc and W_dec stay in the files."""
     path = Path(path)
     cfg = read_config(path)
     present = {
@@ -284,9 +321,8 @@ def load_transcoders(path: str | Path, layers: list[int] | None = None) -> Trans
         raise MolabError(f"{path} has no transcoder for layers {absent}: it holds layers {sorted(present)}")
     activation = cfg.get("activation") or "relu"
     k = cfg.get("k")
-    loaded = {
-        i: load_layer(present[i], i, activation if activation in ACTIVATIONS else "relu", k) for i in wanted
-    }
+    activation = activation if activation in ACTIVATIONS else "relu"
+    loaded = {i: load_layer(present[i], i, activation, k, lazy) for i in wanted}
     record = dict(cfg.get("molab") or {})
     record.setdefault("scan", cfg.get("scan"))
     record.pop("layers", None)

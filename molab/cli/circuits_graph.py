@@ -57,12 +57,13 @@ def graph(
     except ValidationError as e:
         err = e.errors()[0]
         raise MolabError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
-    tset = load_transcoders(transcoders)
+    tset = load_transcoders(transcoders, lazy=True)  # W_enc, W_dec stay on disk (memory)
     loaded = load_model(model)
     tset.check_model(loaded.model, transcoders)
     check_prompt(loaded.model, prompt_ids(loaded.tokenizer, text))
     result = attribute(loaded.model, loaded.tokenizer, tset, text, config)
     result.transcoders = str(transcoders)
+    result.model_name = loaded.spec.name  # the spec as given (what caches and feature files record)
     result.save(out)
     stats = result.stats
     typer.echo(
