@@ -7,6 +7,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import random
+import re
 import shutil
 import struct
 import urllib.error
@@ -29,7 +31,7 @@ from molab.circuits.feature_files import (
 )
 from molab.circuits.graph import Graph
 from molab.circuits.transcoder import Transcoder, TranscoderSet, save_set
-from molab.circuits.viewer import page_html, serve, write_page
+from molab.circuits.viewer import page_html, page_links, serve, write_page
 from molab.errors import MolabError
 from molab.models.activations import ActivationCache, ActivationsConfig, cache_activations
 from molab.models.loading import ModelSpec, load_model
@@ -403,6 +405,122 @@ def test_the_server_refuses_other_origins_and_bad_state(graph_file):
     finally:
         server.stop()
     assert read_graph_json(graph_file)["qParams"]["supernodes"] == [["x", "1_0_1"]]
+
+
+# --- a graph with many links ----------------------------------------------------------------------
+
+BIG_NODES, BIG_LINKS, TOP, PER_NODE = 300, 40_000, 500, 3
+
+
+@pytest.fixture
+def big_graph(graph_file, tmp_path) -> Path:
+    """A graph JSON of 300 feature nodes (10 layers, 3 positions) and 40,000 random links."""
+    data = read_graph_json(graph_file)
+    rng = random.Random(0)
+    data["nodes"] = [
+        {
+            "node_id": f"{i % 10}_{i}_{i % 3}",
+            "feature": i,
+            "layer": str(i % 10),
+            "ctx_idx": i % 3,
+            "feature_type": "cross layer transcoder",
+            "jsNodeId": f"{i % 10}_{i}-0",
+            "influence": rng.random(),
+            "activation": 1.0,
+        }
+        for i in range(BIG_NODES)
+    ]
+    ids = [n["node_id"] for n in data["nodes"]]
+    data["links"] = [
+        {"source": rng.choice(ids), "target": rng.choice(ids), "weight": rng.uniform(-1, 1)}
+        for _ in range(BIG_LINKS)
+    ]
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _expected_links(links: list[dict]) -> list[dict]:
+    """The 500 strongest links, and each node's 3 strongest incoming and outgoing ones."""
+    strongest = lambda ids: sorted(ids, key=lambda i: -abs(links[i]["weight"]))  # noqa: E731
+    keep = set(strongest(range(len(links)))[:TOP])
+    by_end: dict[tuple[str, str], list[int]] = {}
+    for i, link in enumerate(links):
+        by_end.setdefault(("out", link["source"]), []).append(i)
+        by_end.setdefault(("in", link["target"]), []).append(i)
+    for ids in by_end.values():
+        keep.update(strongest(ids)[:PER_NODE])
+    return [links[i] for i in sorted(keep)]
+
+
+def _embedded(page: str, element: str):
+    return json.loads(re.search(rf'<script id="{element}" type="application/json">(.*?)</script>', page)[1])
+
+
+def test_a_page_carries_the_strongest_links_and_says_how_many_the_file_holds(big_graph, tmp_path):
+    before = big_graph.read_bytes()
+    links = read_graph_json(big_graph)["links"]
+    expected = _expected_links(links)
+    assert TOP < len(expected) < BIG_LINKS / 4  # the nodes' own strongest add to the overall ones
+    assert page_links(links, BIG_LINKS, PER_NODE) is links  # a small graph keeps every link
+    out = write_page(big_graph, tmp_path / "big.html", max_links=TOP, links_per_node=PER_NODE)
+    page = out.read_text()
+    assert _embedded(page, "graph-data")["links"] == expected
+    assert _embedded(page, "viewer-config")["fileLinks"] == BIG_LINKS
+    assert big_graph.read_bytes() == before
+    with pytest.raises(MolabError, match=r"max_links \(-1\) and links_per_node \(3\) should be at least 0"):
+        write_page(big_graph, tmp_path / "bad.html", max_links=-1, links_per_node=PER_NODE)
+
+    server = serve(big_graph, max_links=TOP, links_per_node=PER_NODE)
+    try:
+        with urllib.request.urlopen(server.url, timeout=10) as response:
+            served = response.read().decode()
+        state = read_graph_json(big_graph)["qParams"] | {"pinnedIds": ["0_0_0"]}
+        code, _ = _post(
+            server.url, json.dumps({"qParams": state}).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(server.url, timeout=10) as response:
+            again = _embedded(response.read().decode(), "graph-data")
+    finally:
+        server.stop()
+    assert _embedded(served, "graph-data")["links"] == expected and code == 200
+    assert again["qParams"]["pinnedIds"] == ["0_0_0"] and again["links"] == expected
+    assert len(read_graph_json(big_graph)["links"]) == BIG_LINKS  # the save keeps every link
+
+
+def test_a_page_of_many_links_renders_and_highlights_a_nodes_links_in_chromium(big_graph, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    out = write_page(big_graph, tmp_path / "big.html", max_links=TOP, links_per_node=PER_NODE)
+    carried = _embedded(out.read_text(), "graph-data")["links"]
+    node = "0_0_0"
+    own = sum(node in (link["source"], link["target"]) for link in carried)
+    errors = []
+    with sync_api.sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1300, "height": 800})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(out.as_uri())
+        page.wait_for_selector("body[data-ready='1']")
+        counts = page.inner_text("#counts")
+        drawn = page.locator("svg#graph-links path.link").count()
+        page.hover(f"[data-id='{node}']")
+        faded = page.locator("svg#graph-links.faded").count()
+        on_top = page.locator("svg#graph path.link").count()
+        page.mouse.move(5, 5)
+        after = page.locator("svg#graph path.link").count()
+        page.fill("#influence", "0")
+        page.dispatch_event("#influence", "input")
+        zero = page.inner_text("#counts")
+        with page.expect_download() as info:
+            page.click("#download")
+        name = info.value.suggested_filename
+        browser.close()
+    assert errors == []
+    assert counts == f"300 of 300 nodes, {len(carried):,} of 40,000 links drawn"
+    assert drawn == len(carried) and faded == 1 and on_top == own > 0 and after == 0
+    assert zero == "0 of 300 nodes, 0 of 40,000 links drawn"
+    assert name == "big.page.json"  # never the graph file's own name: it holds only some links
 
 
 # --- the commands ------------------------------------------------------------------------------

@@ -12,9 +12,18 @@ token position (columns); links coloured by sign (blue positive, red negative) a
 with the token highlighted, top and bottom logits, activation histogram, strongest links);
 click pins a node (`pinnedIds`), shift+click selects nodes that "Group selected" makes a
 supernode (`[label, node_id, ...]`); a slider hides nodes whose cumulative influence is above
-its value. The state is saved in the graph file's `qParams`: served (`serve`), the page POSTs it
-to `/save` and the server rewrites the file atomically; as a static file, it offers the
-updated JSON as a download.
+its value.
+
+A pruned graph of a real model holds about a million links (circuit-tracer's default thresholds
+keep 98% of the edge influence), too many for a page: the page carries the strongest
+`max_links` links and each node's strongest `links_per_node` incoming and outgoing links
+(`page_links`), so a node's details still list its strongest links, and says how many of the
+file's links it draws. The graph file itself always keeps every link.
+
+The state is saved in the graph file's `qParams`: served (`serve`), the page POSTs it to
+`/save` and the server rewrites the file's qParams atomically; as a static file, it offers the
+updated JSON as a download (when the page carries only some links, under another name: it holds
+only those).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import json
 import logging
 import re
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +52,8 @@ HOST = "127.0.0.1"
 SAVE_PATH = "/save"
 MAX_BODY = 16 * 1024 * 1024
 GENERATOR = '<meta name="generator" content="molab circuits view">'
+MAX_LINKS = 5000
+LINKS_PER_NODE = 10
 
 
 def _embed(obj: Any) -> str:
@@ -67,12 +79,49 @@ def load_features(folder: str | Path | None, data: dict[str, Any], where: str) -
     return read_features(folder, graph_features(data))
 
 
+def page_links(links: list[dict], max_links: int, links_per_node: int) -> list[dict]:
+    """The links a page carries, in the file's order: the `max_links` strongest by |weight|, and
+    every node's `links_per_node` strongest incoming and outgoing links (ties: the earlier)."""
+    if len(links) <= max_links:
+        return links
+    strength = [abs(link["weight"]) for link in links]
+    order = sorted(range(len(links)), key=strength.__getitem__, reverse=True)  # stable: ties keep order
+    seen_out, seen_in = Counter(), Counter()
+    keep = []
+    for rank, i in enumerate(order):
+        source, target = links[i]["source"], links[i]["target"]
+        if rank < max_links or seen_out[source] < links_per_node or seen_in[target] < links_per_node:
+            keep.append(i)
+        seen_out[source] += 1
+        seen_in[target] += 1
+    return [links[i] for i in sorted(keep)]
+
+
+def _check_limits(max_links: int, links_per_node: int) -> None:
+    if max_links < 0 or links_per_node < 0:
+        raise MolabError(
+            f"max_links ({max_links}) and links_per_node ({links_per_node}) should be at least 0"
+        )
+
+
+def page_graph(data: dict[str, Any], max_links: int, links_per_node: int) -> dict[str, Any]:
+    """Graph JSON `data` as a page carries it: the same, with its links cut to `page_links`."""
+    return {**data, "links": page_links(data["links"], max_links, links_per_node)}
+
+
 def page_html(
-    data: dict[str, Any], features: dict[str, dict], *, file_name: str, save_url: str | None
+    data: dict[str, Any],
+    features: dict[str, dict],
+    *,
+    file_name: str,
+    save_url: str | None,
+    file_links: int | None = None,
 ) -> str:
-    """The viewer page for graph JSON `data` and its feature records."""
+    """The viewer page for graph JSON `data` (the links it carries, `page_graph`) and its
+    feature records; `file_links`: how many links the graph file holds (default: all here)."""
     template = (ASSETS / "page.html").read_text(encoding="utf-8")
-    config = {"saveUrl": save_url, "fileName": file_name}
+    total = len(data["links"]) if file_links is None else file_links
+    config = {"saveUrl": save_url, "fileName": file_name, "fileLinks": total}
     parts = {
         "__TITLE__": html.escape(f"{data['metadata']['slug']}: attribution graph"),
         "__CSS__": (ASSETS / "viewer.css").read_text(encoding="utf-8"),
@@ -85,15 +134,25 @@ def page_html(
     return re.sub("|".join(parts), lambda m: parts[m.group(0)], template)
 
 
-def write_page(graph: str | Path, out: str | Path, features: str | Path | None = None) -> Path:
+def write_page(
+    graph: str | Path,
+    out: str | Path,
+    features: str | Path | None = None,
+    *,
+    max_links: int = MAX_LINKS,
+    links_per_node: int = LINKS_PER_NODE,
+) -> Path:
     """A static page for the graph JSON `graph` (with the feature folder's records), written
-    atomically to `out`."""
+    atomically to `out`; it carries the links of `page_links`."""
     graph, out = Path(graph), Path(out)
+    _check_limits(max_links, links_per_node)
     check_output_file(out)
     if out.is_file() and GENERATOR not in out.read_text(encoding="utf-8", errors="replace"):
         raise MolabError(f"{out} exists and is not a page of molab's viewer: molab will not replace it")
     data = read_graph_json(graph)
-    page = page_html(data, load_features(features, data, str(graph)), file_name=graph.name, save_url=None)
+    records = load_features(features, data, str(graph))
+    carried = page_graph(data, max_links, links_per_node)
+    page = page_html(carried, records, file_name=graph.name, save_url=None, file_links=len(data["links"]))
     write_text(out, page)
     return out
 
@@ -115,7 +174,36 @@ class ViewerServer:
         self.thread.join(timeout=5)
 
 
-def _handler(graph: Path, features: dict[str, dict]):
+class _Carried:
+    """The graph as the served page carries it (`page_graph`), read again only when the file
+    changes: reading and cutting a million links takes seconds, a page load should not."""
+
+    def __init__(self, graph: Path, data: dict[str, Any], max_links: int, links_per_node: int):
+        self.graph, self.max_links, self.links_per_node = graph, max_links, links_per_node
+        self._keep(data)
+
+    def _stamp(self) -> tuple[int, int]:
+        st = self.graph.stat()
+        return st.st_mtime_ns, st.st_size
+
+    def _keep(self, data: dict[str, Any]) -> None:
+        self.stamp = self._stamp()
+        self.data = page_graph(data, self.max_links, self.links_per_node)
+        self.file_links = len(data["links"])
+
+    def get(self) -> tuple[dict[str, Any], int]:
+        """The page's graph and how many links the file holds."""
+        if self._stamp() != self.stamp:
+            self._keep(read_graph_json(self.graph))
+        return self.data, self.file_links
+
+    def saved(self, qparams: dict[str, Any]) -> None:
+        """The file now holds `qparams` (and the same graph)."""
+        self.data = {**self.data, "qParams": qparams}
+        self.stamp = self._stamp()
+
+
+def _handler(graph: Path, features: dict[str, dict], carried: _Carried):
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -138,10 +226,10 @@ def _handler(graph: Path, features: dict[str, dict]):
                 return self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
             try:
                 with lock:
-                    data = read_graph_json(graph)
-            except MolabError as e:
+                    data, file_links = carried.get()
+            except (MolabError, OSError) as e:
                 return self._send(HTTPStatus.INTERNAL_SERVER_ERROR, str(e).encode(), "text/plain")
-            page = page_html(data, features, file_name=graph.name, save_url=SAVE_PATH)
+            page = page_html(data, features, file_name=graph.name, save_url=SAVE_PATH, file_links=file_links)
             self._send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
 
         def do_POST(self):
@@ -164,6 +252,7 @@ def _handler(graph: Path, features: dict[str, dict]):
                     raise MolabError('the body should be {"qParams": {...}}')
                 with lock:
                     saved = write_qparams(graph, body["qParams"])
+                    carried.saved(saved)
             except (MolabError, json.JSONDecodeError) as e:
                 return self._json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
             log.info("viewer: saved the viewer state into %s", graph)
@@ -172,14 +261,24 @@ def _handler(graph: Path, features: dict[str, dict]):
     return Handler
 
 
-def serve(graph: str | Path, features: str | Path | None = None, port: int = 0) -> ViewerServer:
+def serve(
+    graph: str | Path,
+    features: str | Path | None = None,
+    port: int = 0,
+    *,
+    max_links: int = MAX_LINKS,
+    links_per_node: int = LINKS_PER_NODE,
+) -> ViewerServer:
     """Serve the viewer of the graph JSON `graph` on 127.0.0.1:`port` (0: any free port) in a
-    background thread; its POST /save writes the viewer state into the graph file."""
+    background thread; its page carries the links of `page_links`, and its POST /save writes
+    the viewer state into the graph file (every link kept)."""
     graph = Path(graph).resolve()
+    _check_limits(max_links, links_per_node)
     data = read_graph_json(graph)
     records = load_features(features, data, str(graph))
+    carried = _Carried(graph, data, max_links, links_per_node)
     try:
-        httpd = ThreadingHTTPServer((HOST, port), _handler(graph, records))
+        httpd = ThreadingHTTPServer((HOST, port), _handler(graph, records, carried))
     except OSError as e:
         raise MolabError(f"cannot serve on {HOST}:{port}: {e.strerror or e}") from None
     httpd.daemon_threads = True

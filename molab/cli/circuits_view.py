@@ -132,6 +132,10 @@ def view(
         bool, typer.Option("--serve", help="Serve on 127.0.0.1 instead; the page saves into GRAPH.")
     ] = False,
     port: Annotated[int, typer.Option(help="Port to serve on (0: any free one).")] = 8032,
+    max_links: Annotated[
+        int, typer.Option(help="Links the page carries: the strongest overall, plus each node's strongest.")
+    ] = 5000,
+    links_per_node: Annotated[int, typer.Option(help="Each node's strongest in- and out-links kept.")] = 10,
 ):
     """The offline viewer: a self-contained page, or a local server whose page saves pinned nodes
     and supernodes into the graph file."""
@@ -140,10 +144,16 @@ def view(
     if serve and out is not None:
         raise MolabError("give --out (a static page) or --serve, not both")
     if not serve:
-        path = viewer.write_page(graph, out or graph.with_suffix(".html"), features)
+        path = viewer.write_page(
+            graph,
+            out or graph.with_suffix(".html"),
+            features,
+            max_links=max_links,
+            links_per_node=links_per_node,
+        )
         typer.echo(f"wrote {path}")
         return
-    server = viewer.serve(graph, features, port)
+    server = viewer.serve(graph, features, port, max_links=max_links, links_per_node=links_per_node)
     typer.echo(f"serving {graph} at {server.url} (Ctrl+C to stop)")
     try:
         server.thread.join()

@@ -1,6 +1,10 @@
 // molab's offline attribution-graph viewer: the graph JSON (circuit-tracer's frontend schema)
 // and its feature records are embedded in the page; nothing is fetched except, when served by
 // `molab circuits view --serve`, the POST that saves the viewer state into the graph file.
+// A large graph's page carries only its strongest links (molab/circuits/viewer.py, page_links),
+// and tens of thousands of links are still drawn: they lie in their own layer (svg#graph-links,
+// faded as a whole), and a render touches only what changed (the links of nodes the slider
+// showed or hid; the hovered or clicked node's links, drawn again on top of the nodes' layer).
 (function () {
   "use strict";
   const SVG = "http://www.w3.org/2000/svg";
@@ -73,9 +77,12 @@
 
   // --- drawing --------------------------------------------------------------------------------
   const svg = document.getElementById("graph");
-  svg.setAttribute("width", width);
-  svg.setAttribute("height", height);
-  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  const linkSvg = document.getElementById("graph-links");
+  [svg, linkSvg].forEach((s) => {
+    s.setAttribute("width", width);
+    s.setAttribute("height", height);
+    s.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  });
   const el = (tag, attrs, parent) => {
     const e = document.createElementNS(SVG, tag);
     Object.entries(attrs).forEach(([k, v]) => e.setAttribute(k, v));
@@ -83,7 +90,8 @@
     return e;
   };
   const gridLayer = el("g", {});
-  const linkLayer = el("g", {});
+  const linkLayer = el("g", {}, linkSvg);
+  const focusLayer = el("g", {});
   const ringLayer = el("g", {});
   const nodeLayer = el("g", {});
 
@@ -99,17 +107,20 @@
     t.textContent = shortToken(meta.prompt_tokens[p] ?? "");
   }
 
-  const maxWeight = Math.max(1e-12, ...links.map((l) => Math.abs(l.weight)));
-  links.forEach((l) => {
+  const maxWeight = links.reduce((most, l) => Math.max(most, Math.abs(l.weight)), 1e-12);
+  const drawLink = (l, parent) => {
     const s = Math.abs(l.weight) / maxWeight;
-    l.el = el("path", {
+    const mid = (l.source.y + l.target.y) / 2;
+    return el("path", {
       class: "link",
-      d: `M${l.source.x},${l.source.y} C${l.source.x},${(l.source.y + l.target.y) / 2} ${l.target.x},${(l.source.y + l.target.y) / 2} ${l.target.x},${l.target.y}`,
+      d: `M${l.source.x},${l.source.y} C${l.source.x},${mid} ${l.target.x},${mid} ${l.target.x},${l.target.y}`,
       stroke: l.weight >= 0 ? "#2b6cb0" : "#c0392b",
       "stroke-width": (0.4 + 3.2 * s).toFixed(2),
       "stroke-opacity": (0.15 + 0.7 * s).toFixed(2),
-    }, linkLayer);
-  });
+    }, parent);
+  };
+  links.forEach((l) => { l.el = drawLink(l, linkLayer); l.shown = true; });
+  let linksShown = links.length;
 
   nodes.forEach((n) => {
     const k = kind(n);
@@ -176,15 +187,20 @@
     }
   }
 
+  // a page that carries only some of the file's links offers them under another name, so the
+  // download never replaces the full graph file by mistake
   function download() {
+    const partial = graph.links.length < config.fileLinks;
+    const name = partial ? config.fileName.replace(/(\.json)?$/, ".page.json") : config.fileName;
     const blob = new Blob([JSON.stringify(Object.assign({}, graph, { qParams: qParams() }), null, 2)], { type: "application/json" });
     const a = document.createElement("a");
     a.href = URL.createObjectURL(blob);
-    a.download = config.fileName;
+    a.download = name;
     document.body.appendChild(a);
     a.click();
     a.remove();
     setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+    if (partial) setStatus(`downloaded ${name}: the page's ${count(graph.links.length)} of ${count(config.fileLinks)} links, with the viewer state`);
   }
 
   function setStatus(text, error) {
@@ -210,32 +226,52 @@
     return alwaysShown(n) || n.influence === null || n.influence === undefined || n.influence <= state.limit + 1e-9;
   }
 
+  // the links of nodes whose visibility changed; every link on the first render
+  function updateLinks(changed) {
+    const seen = new Set();
+    changed.forEach((n) => [n.inputs, n.outputs].forEach((list) => list.forEach((l) => {
+      if (seen.has(l)) return;
+      seen.add(l);
+      const v = l.source.shown && l.target.shown;
+      if (v === l.shown) return;
+      l.shown = v;
+      linksShown += v ? 1 : -1;
+      l.el.classList.toggle("hidden", !v);
+    })));
+  }
+
+  // the focused node's shown links, drawn again on top while the others fade
+  function renderFocus(focus) {
+    focusLayer.textContent = "";
+    linkSvg.classList.toggle("faded", !!focus);
+    if (!focus) return;
+    focus.inputs.concat(focus.outputs).forEach((l) => { if (l.shown) drawLink(l, focusLayer); });
+  }
+
+  const count = (x) => x.toLocaleString("en-US");
+  const countsLine = document.getElementById("counts");
+  if (links.length < config.fileLinks) {
+    countsLine.title = `This page carries ${count(links.length)} of the graph file's ${count(config.fileLinks)} links: ` +
+      "the strongest overall and each node's strongest incoming and outgoing links.";
+  }
+
   function render() {
     document.getElementById("influence-value").textContent = state.limit.toFixed(2);
     const focus = state.hovered || byId.get(state.clickedId) || null;
-    const near = new Set();
-    if (focus) {
-      near.add(focus);
-      focus.inputs.forEach((l) => near.add(l.source));
-      focus.outputs.forEach((l) => near.add(l.target));
-    }
     let shown = 0;
+    const changed = [];
     nodes.forEach((n) => {
       const v = visible(n);
       shown += v;
+      if (v !== n.shown) { n.shown = v; changed.push(n); }
       n.el.classList.toggle("hidden", !v);
       n.el.classList.toggle("pinned", state.pinned.has(n.node_id));
       n.el.classList.toggle("selected", state.selected.has(n.node_id));
       n.el.classList.toggle("hovered", n === state.hovered);
     });
-    let linksShown = 0;
-    links.forEach((l) => {
-      const v = visible(l.source) && visible(l.target);
-      linksShown += v;
-      l.el.classList.toggle("hidden", !v);
-      l.el.classList.toggle("faded", !!focus && l.source !== focus && l.target !== focus);
-    });
-    document.getElementById("counts").textContent = `${shown} of ${nodes.length} nodes, ${linksShown} links`;
+    updateLinks(changed);
+    renderFocus(focus);
+    countsLine.textContent = `${count(shown)} of ${count(nodes.length)} nodes, ${count(linksShown)} of ${count(config.fileLinks)} links drawn`;
     document.getElementById("selection").textContent = state.selected.size
       ? `${state.selected.size} selected`
       : "Shift+click nodes to select them";
