@@ -15,7 +15,10 @@ circuits_app = typer.Typer(
 def _register_parts() -> None:
     """Each part's module adds its commands to `circuits_app` when imported."""
     from molab.cli import (  # noqa: F401
+        circuits_bench,
         circuits_graph,
+        circuits_intervene,
+        circuits_train,
         circuits_view,
     )
 
