@@ -59,6 +59,7 @@ import hashlib
 import itertools
 import json
 import logging
+import operator
 import os
 import queue
 import sys
@@ -661,29 +662,11 @@ class ActivationCache:
         Epoch e draws its shard order from `seed + e` and shuffles `buffer_shards` shards at a
         time (memory: that many shards). `dtype` None keeps the stored dtype. `prefetch` > 0
         prepares that many batches ahead in a background thread, across epoch boundaries."""
-        passes = itertools.count() if epochs is None else range(epochs)
-        items = itertools.chain.from_iterable(
-            self._shuffled(point, batch_size, seed + e, buffer_shards, dtype, drop_last) for e in passes
+        items = map(
+            operator.itemgetter(0),
+            self._epochs([self.shards(point)], batch_size, seed, epochs, buffer_shards, dtype, drop_last),
         )
         return _prefetched(items, prefetch) if prefetch else items
-
-    def _shuffled(self, point, batch_size, seed, buffer_shards, dtype, drop_last) -> Iterator[torch.Tensor]:
-        shards = self.shards(point)
-        g = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(shards), generator=g).tolist()
-        rest = torch.empty(0, self.d_model, dtype=self.dtype)
-        for i in range(0, len(order), buffer_shards):
-            loaded = [
-                self._load(shards[k], ["activations"])["activations"] for k in order[i : i + buffer_shards]
-            ]
-            buf = torch.cat([rest, *loaded])  # [tokens, d_model]
-            buf = buf[torch.randperm(len(buf), generator=g)]
-            full = len(buf) - len(buf) % batch_size
-            for j in range(0, full, batch_size):
-                yield buf[j : j + batch_size].to(dtype or buf.dtype)
-            rest = buf[full:]
-        if len(rest) and not drop_last:
-            yield rest.to(dtype or rest.dtype)
 
     def paired_batches(
         self,
@@ -705,14 +688,16 @@ class ActivationCache:
         sizes = {tuple(e["tokens"] for e in shards) for shards in lists}
         if len(sizes) != 1:
             raise MolabError(f"{self.path}: the shards of {', '.join(points)} do not hold the same tokens")
-        passes = itertools.count() if epochs is None else range(epochs)
-        items = itertools.chain.from_iterable(
-            self._shuffled_together(lists, batch_size, seed + e, buffer_shards, dtype, drop_last)
-            for e in passes
-        )
+        items = self._epochs(lists, batch_size, seed, epochs, buffer_shards, dtype, drop_last)
         return _prefetched(items, prefetch) if prefetch else items
 
-    def _shuffled_together(self, lists, batch_size, seed, buffer_shards, dtype, drop_last):
+    def _epochs(self, lists, batch_size, seed, epochs, buffer_shards, dtype, drop_last):
+        passes = itertools.count() if epochs is None else range(epochs)
+        return itertools.chain.from_iterable(
+            self._shuffled(lists, batch_size, seed + e, buffer_shards, dtype, drop_last) for e in passes
+        )
+
+    def _shuffled(self, lists, batch_size, seed, buffer_shards, dtype, drop_last):
         g = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(lists[0]), generator=g).tolist()
         rest = [torch.empty(0, self.d_model, dtype=self.dtype) for _ in lists]
