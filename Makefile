@@ -43,6 +43,8 @@ bench: $(STAMP)
 	$(BIN)/molab bench eval --out docs/bench-eval.json
 	$(BIN)/molab bench train --threads 1 --out docs/bench-train.json
 	$(BIN)/molab bench activations --threads 1 --out docs/bench-activations.json
+	$(BIN)/molab bench transcoders --threads 1 --out docs/bench-transcoders.json
+	$(BIN)/molab bench circuits --out docs/bench-circuits.json  # with circuit-tracer when scripts/circuit-tracer-env.sh has run
 
 lint: $(STAMP)
 	$(BIN)/ruff check molab tests

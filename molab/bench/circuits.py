@@ -264,6 +264,7 @@ def molab_child(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     graph = attribute(loaded.model, loaded.tokenizer, tset, args.prompt, config)
     graph_s = time.perf_counter() - start
+    peak = peak_rss_bytes()  # before saving, as the circuit-tracer side measures it
     graph.save(args.out)
     stats = graph.stats
     meta = {
@@ -276,7 +277,7 @@ def molab_child(argv: list[str] | None = None) -> dict:
             "graph": round(graph_s, 3),
             **{k.removesuffix("_s"): round(v, 3) for k, v in stats.items() if k.endswith("_s")},
         },
-        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes": peak,
     }
     print(json.dumps(meta, default=str))
     return meta
