@@ -228,6 +228,15 @@ def run_molab(
 
 
 def peak_rss_bytes() -> int:
+    """This process's peak resident memory: VmHWM, which a new program starts afresh (getrusage's
+    ru_maxrss survives exec, so a child would inherit the peak of the parent it forked from)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
