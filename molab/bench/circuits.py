@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 
+from molab.bench import memory_mib
 from molab.circuits.graph import Graph
 from molab.circuits.transcoder import Transcoder, TranscoderSet, save_set
 from molab.errors import MolabError
@@ -228,18 +229,8 @@ def run_molab(
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory: VmHWM, which a new program starts afresh (getrusage's
-    ru_maxrss survives exec, so a child would inherit the peak of the parent it forked from)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024  # kB
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    """This process's peak resident memory (VmHWM; see `molab.bench.memory_mib`)."""
+    return int(memory_mib("VmHWM") * 2**20)
 
 
 def molab_child(argv: list[str] | None = None) -> dict:

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from molab.audit.sae_train import SAETrainConfig, Trainer, init_sae
+from molab.bench import memory_mib
 from molab.errors import MolabError
 from molab.files import write_json
 from molab.models.activations import FORMAT, INDEX, TOKEN_FIELDS, ActivationCache
@@ -87,14 +88,6 @@ def synthetic_cache(
         | index,
     )
     return ActivationCache(path)
-
-
-def memory_mib(field: str) -> float:
-    """VmRSS (now) or VmHWM (peak) of this process from /proc, in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return round(int(line.split()[1]) / 1024, 1)
-    raise MolabError(f"/proc/self/status has no {field}: the SAE benchmark measures memory on Linux only")
 
 
 def molab_run(
