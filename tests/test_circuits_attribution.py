@@ -265,3 +265,33 @@ def test_graph_command_writes_a_graph_and_checks_its_inputs(
     )
     assert code != 0 and "context is 1024" in err.strip().splitlines()[-1]
     assert not (tmp_path / "g2.safetensors").exists()
+
+
+def test_the_row_store_keeps_only_columns_below_each_target_and_ranks_exactly():
+    from molab.circuits.attribution import RowStore
+
+    g = torch.Generator().manual_seed(0)
+    starts, n_pos, n_logits = [0, 3, 7, 12], 2, 2
+    n_active, n_layers = starts[-1], len(starts) - 1
+    n_cols = n_active + (n_layers + 1) * n_pos
+    layer_of = torch.repeat_interleave(torch.arange(n_layers), torch.tensor([3, 4, 5]))
+    targets = torch.cat([torch.arange(1, n_active), n_active + torch.arange(n_logits)])
+    layers = torch.cat([layer_of[1:], torch.full((n_logits,), n_layers)])
+    rows = torch.randn(len(targets), n_cols, generator=g)
+    for r, layer in enumerate(layers.tolist()):  # sources below the target only
+        rows[r, starts[layer] : n_active] = 0
+        rows[r, n_active + layer * n_pos : n_active + n_layers * n_pos] = 0
+    store = RowStore(starts, n_pos, torch.tensor([0.7, 0.3]))
+    order = torch.randperm(len(targets), generator=g)
+    store.add(rows[order], targets[order], layers[order])
+    assert sum(b.numel() for layer in range(n_layers + 1) for b in store.rows(layer)) < rows.numel()
+    # dense reference: x = p (A + A^2 + ...) over feature and logit nodes
+    a = torch.zeros(n_active + n_logits, n_active + n_logits)
+    norm = rows.abs() / rows.abs().sum(1, keepdim=True)
+    a[targets, :n_active] = norm[:, :n_active]
+    x = torch.cat([torch.zeros(n_active), store.logit_probs])
+    total = torch.zeros_like(x)
+    for _ in range(n_layers + 1):
+        x = x @ a
+        total += x
+    assert torch.allclose(store.influence(), total[:n_active], atol=1e-6)

@@ -2,10 +2,11 @@
 
 Why molab trains its own: SAELens reads activations from a model (through TransformerLens, which
 it pins below 4) or a dataset, not from a cache with per-token provenance, and is built around GPU
-runs (it installs beside transformers 5 in its own environment, `scripts/saelens-env.sh`, where
-`molab bench sae` runs it side by side on molab's cache); EleutherAI's sparsify computes activations on the fly, with no cache, and
-its command line targets CUDA. molab's cache (`molab.models.activations`) already holds the
-activations with per-token provenance, so the trainer is a short loop over it, on CPU or GPU.
+runs (it installs beside transformers 5 in its own environment, `scripts/saelens-env.sh`,
+where `molab bench sae` runs it side by side on molab's cache); EleutherAI's sparsify computes
+activations on the fly, with no cache, and its command line targets CUDA. molab's cache
+(`molab.models.activations`) already holds the activations with per-token provenance, so the
+trainer is a short loop over it, on CPU or GPU.
 On GPUs, sparsify (`pip install eai-sparsify`, an optional extra molab never imports) remains
 an option for large runs; `molab audit sae import` converts its checkpoints.
 

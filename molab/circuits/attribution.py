@@ -24,11 +24,12 @@ How it differs from circuit-tracer, for speed and memory (same numbers):
 - influence is computed in one pass down the layers (rows of one layer never feed each other,
   so processing layers top-down sums the series A + A^2 + ... exactly), not by power iteration
   over a normalised copy of the rows;
-- memory is bounded: the rows computed so far are stored in blocks ([rows, active features +
-  errors + tokens], float32), freed block by block while the final [N, N] adjacency is
-  filled; before any work, the feature rows are capped so that rows and adjacency fit
-  `max_memory_gb` (long prompts get fewer rows, recorded in the graph's stats, rather than
-  running out of memory), and no [features x features] matrix exists beyond those rows.
+- memory is bounded: the rows computed so far are stored per target layer in blocks holding
+  only the columns that can carry an edge (sources below the target: `RowStore`), float32,
+  freed layer by layer while the final [N, N] adjacency is filled; before any work, the
+  feature rows are capped so that rows (counted at full width, an upper bound) and adjacency
+  fit `max_memory_gb` (long prompts get fewer rows, recorded in the graph's stats, rather
+  than running out of memory), and no [features x features] matrix exists beyond those rows.
 """
 
 from __future__ import annotations
@@ -66,34 +67,60 @@ class AttributionConfig(BaseModel):
 
 
 class RowStore:
-    """The rows computed so far, with what influence ranking needs about each. Rows live in
-    blocks of at least BLOCK_BYTES (allocations that large are mapped and unmapped whole, so
-    a freed block's memory goes back to the system while the adjacency is filled)."""
+    """The rows computed so far, with what influence ranking needs about each, kept per target
+    layer without the columns that cannot hold an edge: a row whose target sits at layer l has
+    sources only below it, so it is stored as [features of layers < l | errors of layers < l |
+    tokens] (a logit row: every column). That halves the store on average, the largest
+    allocation of a graph. Rows live in blocks of at least BLOCK_BYTES (allocations that large
+    are mapped and unmapped whole, so untouched rows cost nothing and a freed block's memory goes
+    back to the system while the adjacency is filled)."""
 
-    def __init__(self, n_cols: int, n_active: int, logit_probs: torch.Tensor, n_layers: int, n_rows: int):
-        self.n_cols, self.n_active, self.n_layers, self.logit_probs = n_cols, n_active, n_layers, logit_probs
-        self.block_rows = max(1, min(n_rows, -(-BLOCK_BYTES // (4 * n_cols))))
-        self.blocks: list[torch.Tensor | None] = []  # [block_rows, n_cols]
-        self.nodes: list[torch.Tensor] = []  # per block: feature index, or n_active + logit index
-        self.layers: list[torch.Tensor] = []  # per block: target layer (n_layers for logits)
-        self.abs_sums: list[torch.Tensor] = []  # per block: each row's sum of |edges|
+    def __init__(self, starts: list[int], n_pos: int, logit_probs: torch.Tensor):
+        self.starts, self.n_pos, self.logit_probs = starts, n_pos, logit_probs
+        self.n_layers = len(starts) - 1
+        self.n_active = starts[-1]
+        self.blocks: list[list[torch.Tensor]] = [[] for _ in range(self.n_layers + 1)]  # per layer
+        self.used: list[int] = [0] * (self.n_layers + 1)  # rows written in each layer's last block
+        self.nodes = [torch.zeros(0, dtype=torch.long) for _ in range(self.n_layers + 1)]
+        self.abs_sums = [torch.zeros(0) for _ in range(self.n_layers + 1)]  # each row's sum of |edges|
 
-    def reserve(self, n: int) -> torch.Tensor:
-        """A zeroed [n, n_cols] view for the next n rows (n <= block_rows)."""
-        used = len(self.nodes[-1]) if self.blocks else self.block_rows
-        if used + n > self.block_rows:
-            self.blocks.append(torch.zeros(max(n, self.block_rows), self.n_cols))
-            self.nodes.append(torch.zeros(0, dtype=torch.long))
-            self.layers.append(torch.zeros(0, dtype=torch.long))
-            self.abs_sums.append(torch.zeros(0))
-            used = 0
-        return self.blocks[-1][used : used + n]
+    def width(self, layer: int) -> int:
+        """Stored columns of a row targeting `layer` (n_layers: a logit)."""
+        return self.starts[layer] + (layer + 1) * self.n_pos
+
+    def columns(self, layer: int) -> torch.Tensor:
+        """The full-row columns [width(layer)] that a row targeting `layer` keeps."""
+        errors = self.n_active + torch.arange(layer * self.n_pos)
+        tokens = self.n_active + self.n_layers * self.n_pos + torch.arange(self.n_pos)
+        return torch.cat([torch.arange(self.starts[layer]), errors, tokens])
 
     def add(self, rows: torch.Tensor, nodes: torch.Tensor, layers: torch.Tensor) -> None:
-        """Record the rows just written into the last `reserve`d view."""
-        self.nodes[-1] = torch.cat([self.nodes[-1], nodes])
-        self.layers[-1] = torch.cat([self.layers[-1], layers])
-        self.abs_sums[-1] = torch.cat([self.abs_sums[-1], rows.abs().sum(1).clamp(min=1e-8)])
+        """Store full rows [b, n_cols] of targets `nodes` [b] (feature index, or n_active +
+        logit index) at `layers` [b]."""
+        for layer in layers.unique().tolist():
+            keep = (layers == layer).nonzero(as_tuple=True)[0]
+            f, e = self.starts[layer], self.n_active + layer * self.n_pos
+            compact = torch.cat([rows[keep, :f], rows[keep, self.n_active : e], rows[keep, -self.n_pos :]], 1)
+            self.nodes[layer] = torch.cat([self.nodes[layer], nodes[keep]])
+            self.abs_sums[layer] = torch.cat([self.abs_sums[layer], compact.abs().sum(1).clamp(min=1e-8)])
+            while len(compact):
+                blocks, width = self.blocks[layer], compact.shape[1]
+                if not blocks or self.used[layer] == len(blocks[-1]):
+                    blocks.append(torch.empty(max(1, -(-BLOCK_BYTES // (4 * max(width, 1)))), width))
+                    self.used[layer] = 0
+                block, used = blocks[-1], self.used[layer]
+                n = min(len(compact), len(block) - used)
+                block[used : used + n] = compact[:n]
+                self.used[layer] += n
+                compact = compact[n:]
+
+    def rows(self, layer: int):
+        """A layer's stored rows, block by block: [rows, width(layer)] views."""
+        for i, block in enumerate(self.blocks[layer]):
+            yield block[: self.used[layer]] if i == len(self.blocks[layer]) - 1 else block
+
+    def free(self, layer: int) -> None:
+        self.blocks[layer] = []
 
     @torch.no_grad()
     def influence(self) -> torch.Tensor:
@@ -102,14 +129,13 @@ class RowStore:
         top (a row's weight is final once every layer above it is done)."""
         x = torch.zeros(self.n_active + len(self.logit_probs))
         x[self.n_active :] = self.logit_probs
-        for layer in range(self.n_layers, -1, -1):
-            for block, nodes, layers, sums in zip(
-                self.blocks, self.nodes, self.layers, self.abs_sums, strict=True
-            ):
-                rows = (layers == layer).nonzero(as_tuple=True)[0]
-                if len(rows):
-                    w = x[nodes[rows]] / sums[rows]
-                    x[: self.n_active] += w @ block[rows, : self.n_active].abs()
+        for layer in range(self.n_layers, 0, -1):
+            f, done = self.starts[layer], 0
+            for block in self.rows(layer):
+                nodes = self.nodes[layer][done : done + len(block)]
+                w = x[nodes] / self.abs_sums[layer][done : done + len(block)]
+                x[:f] += w @ block[:, :f].abs()
+                done += len(block)
         return x[: self.n_active]
 
 
@@ -179,7 +205,7 @@ def attribute(
     n_rows = feature_row_cap(n_active, engine.n_cols, n_other, n_logits, want, config.max_memory_gb * 2**30)
     times["setup_s"] = time.perf_counter() - clock
 
-    store = RowStore(engine.n_cols, n_active, targets.probs, n_layers, n_rows + n_logits)
+    store = RowStore(engine.feats.starts, n_pos, targets.probs)
     with torch.no_grad():
         _logit_rows(engine, store, targets, config.batch_size)
     times["logit_rows_s"] = time.perf_counter() - clock - sum(times.values())
@@ -220,7 +246,7 @@ def _logit_rows(engine: RowEngine, store: RowStore, targets: LogitTargets, batch
         vectors = targets.directions[start : start + batch_size].float()
         b = len(vectors)
         layers = torch.full((b,), engine.n_layers)
-        block = store.reserve(b)
+        block = torch.zeros(b, engine.n_cols)
         engine.rows(block, layers, torch.full((b,), engine.n_pos - 1), vectors)
         store.add(block, engine.n_active + torch.arange(start, start + b), layers)
 
@@ -229,6 +255,7 @@ def _feature_rows(engine: RowEngine, store: RowStore, n_rows: int, batch_size: i
     """Feature rows, most influential first; returns which features were visited [n_active]."""
     index = engine.feats.index
     visited = torch.zeros(engine.n_active, dtype=torch.bool)
+    scratch = torch.zeros(min(batch_size, n_rows), engine.n_cols)  # one batch's full rows
     done = 0
     while done < n_rows:
         if n_rows == engine.n_active:
@@ -244,7 +271,7 @@ def _feature_rows(engine: RowEngine, store: RowStore, n_rows: int, batch_size: i
             batch = batch[index[batch, 0].argsort(descending=True, stable=True)]
             layers, positions, feats = index[batch].unbind(1)
             vectors = engine.feats.encoders[batch]  # [batch, d_model]
-            block = store.reserve(len(batch))
+            block = scratch[: len(batch)].zero_()
             engine.rows(block, layers, positions, vectors)
             store.add(block, batch, layers)
             visited[batch] = True
@@ -255,21 +282,28 @@ def _feature_rows(engine: RowEngine, store: RowStore, n_rows: int, batch_size: i
 @torch.no_grad()
 def _assemble(store: RowStore, visited: torch.Tensor, n_other: int, n_logits: int):
     """The [N, N] adjacency (node order: selected features, errors, tokens, logits), filled
-    block by block while the row blocks are freed; and the selected features' indices."""
-    n_active = store.n_active
+    layer by layer while the row blocks are freed; and the selected features' indices."""
+    n_active, n_layers, n_pos = store.n_active, store.n_layers, store.n_pos
     selected = visited.nonzero(as_tuple=True)[0]
     n_sel = len(selected)
     n = n_sel + n_other
-    cols = torch.cat([selected, torch.arange(n_active, n_active + n_other - n_logits)])
     rank = torch.full((n_active + n_logits,), -1, dtype=torch.long)
     rank[selected] = torch.arange(n_sel)
     rank[n_active:] = torch.arange(n - n_logits, n)
-    adjacency = torch.empty(n, n)
-    adjacency[n_sel : n - n_logits] = 0
-    for i in range(len(store.blocks)):
-        nodes = store.nodes[i]
-        block, dst = store.blocks[i][: len(nodes)], rank[nodes]
-        adjacency[dst, : n - n_logits] = block[:, cols]
-        adjacency[dst, n - n_logits :] = 0
-        store.blocks[i] = None
+    adjacency = torch.empty(n, n)  # rows zeroed as they are filled: pages are touched as blocks are freed
+    adjacency[n_sel : n - n_logits] = 0  # error and token nodes have no incoming edges
+    for layer in range(n_layers + 1):
+        f = store.starts[layer]
+        sel = int(torch.searchsorted(selected, f))  # selected sources below this layer
+        kept = torch.cat([selected[:sel], f + torch.arange(layer * n_pos)])  # stored columns
+        cols = torch.cat([torch.arange(sel), n_sel + torch.arange(layer * n_pos)])  # adjacency columns
+        token_cols = slice(n_sel + n_layers * n_pos, n - n_logits)
+        done = 0
+        for block in store.rows(layer):
+            dst = rank[store.nodes[layer][done : done + len(block)]]
+            adjacency[dst] = 0
+            adjacency[dst[:, None], cols] = block[:, kept]
+            adjacency[dst, token_cols] = block[:, -n_pos:]
+            done += len(block)
+        store.free(layer)
     return adjacency, selected
