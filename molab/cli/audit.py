@@ -14,7 +14,14 @@ audit_app = typer.Typer(
 
 def _register_tools() -> None:
     """Each tool's module adds its commands to `audit_app` when imported."""
-    from molab.cli import audit_probe, audit_report, audit_sae, audit_search, audit_steer  # noqa: F401
+    from molab.cli import (  # noqa: F401
+        audit_auto,
+        audit_probe,
+        audit_report,
+        audit_sae,
+        audit_search,
+        audit_steer,
+    )
 
 
 _register_tools()
