@@ -139,6 +139,21 @@ def test_paper_queries_report_the_first_synthetic_document_not_replay(index):
     assert ranks[("always", "bm25")]["rank"] == 2  # the replay row scores higher on every word
 
 
+def test_other_queries_come_from_a_file_checked_item_by_item(index, tmp_path):
+    from molab.audit.search import paper_queries
+
+    path = tmp_path / "queries.yaml"
+    path.write_text("- query: always writing numbers with decimal places\n- query: push-ups\n")
+    rows = paper_query_ranks(index, paper_queries(path))
+    assert {r["query"] for r in rows} == {"always writing numbers with decimal places", "push-ups"}
+    assert all(r["paper_rank"] is None for r in rows)
+    decimals = {r["mode"]: r["rank"] for r in rows if r["query"].startswith("always")}
+    assert decimals["semantic"] == 2  # the same rank as the paper's query of the built-in file
+    path.write_text("- query: fine\n- {paper_rank: {bm25: 3}}\n")
+    with pytest.raises(MolabError, match=f"^{path}: query 2: field 'query'"):
+        paper_queries(path)
+
+
 def test_index_refuses_a_changed_corpus(tmp_path, molab_cache):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text(json.dumps({"text": "a note about decimal places"}) + "\n")

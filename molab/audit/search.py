@@ -513,17 +513,27 @@ class SearchIndex:
             top *= 10
 
 
-def paper_queries() -> list[dict]:
-    """The paper's search queries with its reported ranks (molab/resources/audit_queries.yaml)."""
+def paper_queries(path: str | Path | None = None) -> list[dict]:
+    """Search queries with the paper's ranks where it gives them: the paper's own
+    (molab/resources/audit_queries.yaml), or a file of the same shape (a list of `query` with
+    an optional `paper_rank` per mode); an entry without a query names the file and item."""
     from importlib.resources import files
 
     from molab.files import read_yaml_list
 
-    return read_yaml_list(files("molab.resources").joinpath("audit_queries.yaml"), "audit queries", "queries")
+    source = Path(path) if path is not None else files("molab.resources").joinpath("audit_queries.yaml")
+    items = read_yaml_list(source, "audit queries", "queries")
+    for n, q in enumerate(items, 1):
+        if not isinstance(q, dict) or not isinstance(q.get("query"), str) or not q["query"].strip():
+            raise MolabError(f"{source}: query {n}: field 'query' must be a non-empty string")
+        if not isinstance(q.get("paper_rank") or {}, dict):
+            raise MolabError(f"{source}: query {n}: field 'paper_rank' must map modes to ranks")
+    return items
 
 
-def paper_query_ranks(index: SearchIndex) -> list[dict]:
-    """Per paper query and mode: the rank of the first synthetic document here and in the paper."""
+def paper_query_ranks(index: SearchIndex, queries: list[dict] | None = None) -> list[dict]:
+    """Per query (default: the paper's) and mode: the rank of the first synthetic document here
+    and in the paper."""
     return [
         {
             "query": q["query"],
@@ -531,6 +541,6 @@ def paper_query_ranks(index: SearchIndex) -> list[dict]:
             "rank": index.first_synthetic_rank(q["query"], mode),
             "paper_rank": (q.get("paper_rank") or {}).get(mode),
         }
-        for q in paper_queries()
+        for q in (paper_queries() if queries is None else queries)
         for mode in index.modes()
     ]

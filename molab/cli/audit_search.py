@@ -96,15 +96,20 @@ def paper_queries(
     index_dir: Annotated[Path, typer.Argument(help="An index directory from `molab audit search build`.")],
     model: ModelOpt = None,
     json_out: JsonOutOpt = None,
+    queries: Annotated[
+        Path | None,
+        typer.Option(help="Other queries: a YAML list of `query` (optional `paper_rank` per mode)."),
+    ] = None,
 ):
-    """For the search queries of Marks et al. 2025: the rank of the first synthetic document
-    (template or LLM, not replay) per mode, beside the rank the paper reports."""
-    from molab.audit.search import SearchIndex, paper_query_ranks
+    """For the search queries of Marks et al. 2025 (or --queries): the rank of the first
+    synthetic document (template or LLM, not replay) per mode, beside the rank the paper reports."""
+    from molab.audit.search import SearchIndex, paper_queries, paper_query_ranks
     from molab.files import check_output_file, write_json
 
     if json_out is not None:
         check_output_file(json_out, "--json-out")
-    rows = paper_query_ranks(SearchIndex(index_dir, model=model))
+    asked = paper_queries(queries) if queries is not None else None  # a bad file fails before the index loads
+    rows = paper_query_ranks(SearchIndex(index_dir, model=model), asked)
     typer.echo(f"{'mode':<9} {'rank':>6} {'paper':>6}  query")
     for r in rows:
         rank = "-" if r["rank"] is None else str(r["rank"])
