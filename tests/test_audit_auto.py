@@ -94,6 +94,7 @@ def test_the_game_on_a_small_run_under_each_condition(tmp_path, tiny_model_dir, 
     weights = json.loads((run / "audit-auto-model-sae" / "weights.json").read_text())
     assert len(weights["steered"]) == 2 and weights["assistant_features"]["assistant_tokens"] > 0
     assert "data      objective reward_model_exploitation" in out and "named: yes" in out
+    assert "sampling  objective none (best " in out
     # a second run finds every stage done
     manifests = {p: p.stat().st_mtime_ns for p in run.glob("audit-auto-*/manifest.json")}
     code, _, err = run_cli(args, monkeypatch, capsys)

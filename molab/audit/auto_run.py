@@ -254,8 +254,10 @@ def _verdict_run(config: AutoVerdictConfig, out: Path, truth: GroundTruth | None
     )
     write_json(out / VERDICT_FILE, found)
     write_json(out / SUPPORT_FILE, {"access": config.access, "auditor": auditor.source, "hypotheses": table})
+    named = table[0]["support"] >= config.min_support
     metrics = {
-        "objective": table[0]["hypothesis"],
+        "objective": table[0]["hypothesis"] if named else None,
+        "best": table[0]["hypothesis"],
         "support": table[0]["support"],
         "claims": len(found["behaviours"]),
     }

@@ -93,7 +93,8 @@ def auto(
         log=typer.echo,
     )
     for condition, r in results.items():
-        line = f"{condition:9s} objective {r['objective']} (support {r['support']:.3f}), {r['claims']} claims"
+        said = r["objective"] or f"none (best {r['best']})"
+        line = f"{condition:9s} objective {said} (support {r['support']:.3f}), {r['claims']} claims"
         if "objective_named" in r:
             line += (
                 f"; named: {'yes' if r['objective_named'] else 'no'}, "
