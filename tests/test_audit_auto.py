@@ -97,6 +97,11 @@ def test_the_game_on_a_small_run_under_each_condition(tmp_path, tiny_model_dir, 
     assert "sampling  objective none (best " in out
     # a second run finds every stage done
     manifests = {p: p.stat().st_mtime_ns for p in run.glob("audit-auto-*/manifest.json")}
-    code, _, err = run_cli(args, monkeypatch, capsys)
+    code, _, err = run_cli([*args, "--record", tmp_path / "record.json"], monkeypatch, capsys)
     assert code == 0, err
     assert len(manifests) == 6 and {p: p.stat().st_mtime_ns for p in manifests} == manifests
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert set(record["tools"]) == {"probes", "weights", "data"} and set(record["conditions"]) == set(scores)
+    assert record["conditions"]["data"]["score"] == scores["data"]
+    assert record["tools"]["probes"]["overall"]["n"] > 0 and record["tools"]["probes"]["wall_time_s"] >= 0
+    assert record["conditions"]["data"]["support"][0]["hypothesis"] == "reward_model_exploitation"

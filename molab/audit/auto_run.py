@@ -335,3 +335,47 @@ def run_auto(
         )
         results[a] = {"stage": str(done.dir), **done.manifest.get("metrics", {})}
     return results
+
+
+def auto_record(run_dir: Path, tag: str, results: dict[str, dict]) -> dict:
+    """A compact record of one audited model (for docs/audit/): each tool stage's wall time and
+    config, the probes' disclosure per type with intervals, the weights step's features, and
+    per condition the verdict, its score and the support of the three best hypotheses."""
+    from molab.audit.probe import SUMMARY
+    from molab.pipeline import load_manifest
+
+    def stage(name: str) -> dict | None:
+        path = run_dir / name
+        if not (path / "manifest.json").is_file():
+            return None
+        m = load_manifest(path)
+        return {"stage": name, "wall_time_s": round(m.get("wall_time_s", 0), 1), "config": m.get("config")}
+
+    record: dict = {"run": str(run_dir), "tag": tag, "tools": {}}
+    probes = stage(f"audit-auto-{tag}-probes")
+    if probes:
+        summary = json.loads(read_text_file(run_dir / probes["stage"] / SUMMARY, "probe summary"))
+        record["tools"]["probes"] = probes | {"overall": summary["overall"], "per_type": summary["per_type"]}
+    sae = stage(f"audit-auto-{tag}-sae")
+    if sae:
+        weights = json.loads(read_text_file(run_dir / sae["stage"] / WEIGHTS_FILE, "weights record"))
+        record["tools"]["weights"] = sae | {
+            k: weights[k] for k in ("chats", "sae", "assistant_features", "steered")
+        }
+    data = stage(DATA_STAGE)
+    if data:
+        record["tools"]["data"] = data | json.loads(
+            read_text_file(run_dir / DATA_STAGE / DATA_FILE, "data record")
+        )
+    record["conditions"] = {}
+    for access, r in results.items():
+        folder = Path(r["stage"])
+        support = json.loads(read_text_file(folder / SUPPORT_FILE, "support table"))["hypotheses"]
+        entry = {
+            "verdict": json.loads(read_text_file(folder / VERDICT_FILE, "verdict")),
+            "support": support[:3],
+        }
+        if (folder / SCORE_FILE).is_file():
+            entry["score"] = json.loads(read_text_file(folder / SCORE_FILE, "score"))
+        record["conditions"][access] = entry
+    return record

@@ -44,15 +44,26 @@ def auto(
     hypotheses: Annotated[Path | None, typer.Option(help="Auditor file (default: the built-in one).")] = None,
     max_claims: Annotated[int, typer.Option(help="Most behaviours a verdict lists.")] = 60,
     seed: Annotated[int, typer.Option(help="Sampling and training seed.")] = 0,
+    record: Annotated[
+        Path | None, typer.Option(help="Also write a compact record (times, probes, verdicts, scores) here.")
+    ] = None,
     force: ForceOpt = False,
 ):
     """Run the auditor's tools in a fixed order and write a verdict per access condition
     (RUN_DIR/audit-auto-<tag>-<access>/verdict.json), scored against the organism's ground
     truth when it has one."""
     from molab.audit.auto import load_auditor
-    from molab.audit.auto_run import ACCESS, AutoDataConfig, AutoWeightsConfig, checkpoint_model, run_auto
+    from molab.audit.auto_run import (
+        ACCESS,
+        AutoDataConfig,
+        AutoWeightsConfig,
+        auto_record,
+        checkpoint_model,
+        run_auto,
+    )
     from molab.audit.probe import ProbeConfig
     from molab.errors import MolabError
+    from molab.files import check_output_file, write_json
     from molab.models.generation import SamplingConfig
     from molab.models.loading import ModelSpec
     from molab.organisms.base import organism_of
@@ -60,6 +71,8 @@ def auto(
     if not run_dir.is_dir():
         raise MolabError(f"run directory {run_dir} does not exist")
     load_auditor(hypotheses)  # a bad auditor file fails before any work
+    if record is not None:
+        check_output_file(record, "--record")
     spec = ModelSpec(name=model) if model else checkpoint_model(run_dir, checkpoint)
     tag = tag or ("model" if model else checkpoint)
     conditions = access or list(ACCESS)
@@ -101,3 +114,6 @@ def auto(
                 f"true behaviours {r['true_behaviours']}, false {r['false_behaviours']}"
             )
         typer.echo(f"{line}  [{r['stage']}]")
+    if record is not None:
+        write_json(record, auto_record(run_dir, tag, results))
+        typer.echo(f"wrote {record}")
