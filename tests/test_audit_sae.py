@@ -12,7 +12,7 @@ from conftest import run_cli
 from safetensors.torch import save_file
 
 import molab.cli.audit_sae  # noqa: F401  (adds `molab audit sae` to the audit app)
-from molab.audit.features import assistant_features, feature_views, unembedding
+from molab.audit.features import assistant_features, document_firing, feature_views, unembedding
 from molab.audit.sae import SAE, import_sae, load_sae
 from molab.audit.sae_train import (
     SAETrainConfig,
@@ -287,6 +287,29 @@ def test_features_command_writes_json_and_prints_a_table(
     assert [r["feature"] for r in result["assistant"]["ranked"]][0] == 1
     assert [v["feature"] for v in result["features"]] == [0, 1]  # chosen, then ranked ones not yet shown
     assert "docs 100%" in stdout and "[[ chocolate]]" in stdout and "100%" in stdout
+
+
+def test_fires_counts_the_documents_a_feature_fires_on_with_intervals(
+    mixed_cache, tokenizer, tmp_path, monkeypatch, capsys
+):
+    token = tokenizer(" chocolate", add_special_tokens=False).input_ids[0]
+    sae = planted_sae(mixed_cache, token)
+    counts = document_firing(sae, mixed_cache, [0, 1, 5])
+    choc, every, dead = counts["features"]
+    assert counts["documents"] == 16
+    assert choc["documents"] == 6 and choc["fired"] == list(range(6))  # the six 'docs' rows
+    assert choc["top_tokens"] == [{"token_id": token, "count": 6}]
+    assert choc["ci"][0] < 6 / 16 < choc["ci"][1]
+    assert every["documents"] == 16 and every["token_share"] == 1.0 and every["ci"][1] == 1.0
+    assert dead["documents"] == 0 and dead["fired"] == [] and dead["ci"][0] == 0.0
+    sae.save(tmp_path / "sae")
+    out = tmp_path / "fires.json"
+    args = ["audit", "sae", "fires", "--sae", tmp_path / "sae", "--cache", mixed_cache.path]
+    code, stdout, _ = run_cli([*args, "--features", "0,1", "--out", out], monkeypatch, capsys)
+    assert code in (0, None) and "6/16" in stdout and "16/16" in stdout
+    assert json.loads(out.read_text())["caches"][0]["features"][0]["documents"] == 6
+    code, _, stderr = run_cli([*args, "--features", "8"], monkeypatch, capsys)
+    assert code == 1 and "feature 8 is out of range" in stderr
 
 
 @pytest.mark.parametrize("arch", ["batchtopk", "topk"])

@@ -226,3 +226,52 @@ def assistant_features(
         "above_min_share": int((share > min_share).sum()),
         "ranked": ranked,
     }
+
+
+def document_firing(sae: SAE, cache: ActivationCache, features: list[int], *, batch_size: int = 4096) -> dict:
+    """On how many of the cache's documents (prompts) each feature fires at any token, with a
+    Wilson interval, the share of tokens it fires on, and the token ids it fires on most.
+
+    Why: "On the Biology of a Large Language Model" tells the reward-model-bias feature by where
+    it fires: on 100 of 100 Human/Assistant-formatted prompts and on 1 of 100 of the same texts
+    without the format. Caching one prompt set twice (chat lines and plain `text` lines) and
+    counting here gives that contrast for any SAE feature, per document, with `fired` listing
+    the documents so two caches of the same prompts can be paired."""
+    from molab.evals.stats import wilson
+
+    _check(sae, cache)
+    bad = [f for f in features if not 0 <= f < sae.d_sae]
+    if bad:
+        raise MolabError(f"feature {bad[0]} is out of range: the SAE has {sae.d_sae} features")
+    chosen = torch.tensor(features, dtype=torch.long)
+    fired: list[set[int]] = [set() for _ in features]
+    token_counts: list[Counter] = [Counter() for _ in features]
+    docs: set[int] = set()
+    n = 0
+    for batch in cache.ordered(sae.hook_name, batch_size):
+        on = sae.encode(batch.activations.float())[:, chosen] > 0  # [tokens, features]
+        docs.update(batch.doc_ids.tolist())
+        n += len(on)
+        for j in range(len(features)):
+            hit = on[:, j]
+            fired[j].update(batch.doc_ids[hit].tolist())
+            token_counts[j].update(batch.token_ids[hit].tolist())
+    if not n:
+        raise MolabError(f"{cache.path} holds no tokens of {sae.hook_name}")
+    result = []
+    for j, f in enumerate(features):
+        k = len(fired[j])
+        lo, hi = wilson(k, len(docs))
+        result.append(
+            {
+                "feature": f,
+                "documents": k,
+                "of": len(docs),
+                "share": round(k / len(docs), 4),
+                "ci": [round(lo, 4), round(hi, 4)],
+                "token_share": round(sum(token_counts[j].values()) / n, 4),
+                "top_tokens": [{"token_id": t, "count": c} for t, c in token_counts[j].most_common(5)],
+                "fired": sorted(fired[j]),
+            }
+        )
+    return {"cache": str(cache.path), "documents": len(docs), "tokens": n, "features": result}

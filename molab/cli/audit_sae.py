@@ -5,6 +5,7 @@
     molab audit sae import ~/sparsify-out/layers.15 --out runs/x/sae-imported
     molab audit sae features --sae runs/x/sae --cache runs/x/activations --features 12,40 --out f.json
     molab audit sae features --sae runs/x/sae --cache runs/x/chat-acts --assistant --out a.json
+    molab audit sae fires --sae runs/x/sae --cache runs/x/acts-chat --cache runs/x/acts-plain --features 7
 """
 
 from __future__ import annotations
@@ -145,6 +146,43 @@ def features(
         asst = f"{share[v['feature']]:.0%}" if v["feature"] in share else ""
         typer.echo(f"{v['feature']:>8} {v['frequency']:>8.4f} {asst:>6}  {sources[:36]:<36} {shown}")
     typer.echo(f"wrote {out}")
+
+
+@sae_app.command("fires")
+def fires(
+    sae: Annotated[Path, typer.Option(help="SAE folder.")],
+    cache: Annotated[
+        list[Path], typer.Option("--cache", help="Activation cache of a prompt set; repeat to compare.")
+    ],
+    features: Annotated[str, typer.Option(help="Comma-separated feature indices.")],
+    out: Annotated[Path | None, typer.Option(help="Also write the counts as JSON here.")] = None,
+):
+    """On how many prompts of each cache the features fire (at any token), with 95% intervals:
+    e.g. one prompt set cached with and without the chat format."""
+    from molab.audit.features import document_firing
+    from molab.audit.sae import load_sae
+    from molab.files import check_output_file, write_json
+    from molab.models.activations import ActivationCache
+
+    if out:
+        check_output_file(out)
+    try:
+        chosen = [int(f) for f in features.split(",") if f.strip()]
+    except ValueError:
+        raise MolabError(f"--features {features!r}: give comma-separated integers") from None
+    if not chosen:
+        raise MolabError("--features: give at least one feature index")
+    model = load_sae(sae)
+    counts = [document_firing(model, ActivationCache(c), chosen) for c in cache]
+    typer.echo(f"{'feature':>8}  {'prompts fired':<22} {'tokens':>7}  cache")
+    for c in counts:
+        for f in c["features"]:
+            lo, hi = f["ci"]
+            shown = f"{f['documents']}/{f['of']} [{lo:.0%}, {hi:.0%}]"
+            typer.echo(f"{f['feature']:>8}  {shown:<22} {f['token_share']:>7.2%}  {c['cache']}")
+    if out:
+        write_json(out, {"sae": str(sae), "point": model.hook_name, "caches": counts})
+        typer.echo(f"wrote {out}")
 
 
 @bench_app.command("sae")
