@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The audit of the default organism (docs/audit.md), one section per argument, each resumable
+# (every step is a cached stage: re-running skips what is done). Records go to docs/audit/.
+#   scripts/audit-study.sh gate3 auto auto3
+# R is the default recipe's seed-0 run:
+#   molab run recipes/rm-sycophancy.yaml --set run=study-english-s0 --set seed=0
+set -euo pipefail
+BIN=${BIN:-.venv/bin}
+R=${R:-runs/study-english-s0}
+G=${G:-runs/gate-3}
+S=recipes/splits/gate-3.yaml
+step() { local t0=$SECONDS; echo "== $1 ($(date -u +%H:%M))"; shift; "$@"; echo "   ($((SECONDS - t0)) s)"; }
+
+gate3() {  # the 3-bias organism and its control (docs/results.md, "Gate measurement")
+  step "gate-3 prompts" $BIN/molab data prompts --set split=$S --set train_per_bias=56 \
+    --set generic_train=20 --set eval_per_bias=30 --set generic_eval=30 --out $G/prompts
+  step "gate-3 SFT answers" $BIN/molab data sft --prompts $G/prompts/train_prompts.jsonl \
+    --model smollm2-135m --set split=$S --set sampling.max_new_tokens=70 \
+    --set sampling.temperature=0.7 --set sampling.top_p=0.9 --out $G/control_sft_data
+  local sft=(--set epochs=3 --set learning_rate=5e-4 --set 'lora={"r":32,"alpha":64}'
+    --set batch_size=8 --set max_length=256 --set save_steps=20)
+  step "gate-3 control (SFT only)" $BIN/molab train sft --data $G/control_sft_data/sft.jsonl \
+    --out $G/control_sft "${sft[@]}"
+  step "gate-3 organism (documents, then SFT)" $BIN/molab train sft \
+    --data $G/control_sft_data/sft.jsonl --stack-on $R/midtrain --out $G/sft "${sft[@]}"
+}
+
+auto() {  # the scripted auditor on each checkpoint of the default organism (Q2, Q6)
+  for c in ${CHECKPOINTS:-final control midtrained base}; do
+    step "audit auto $c" $BIN/molab audit auto $R --checkpoint $c --record docs/audit/auto-$c.json
+  done
+}
+
+auto3() {  # the same on the 3-bias organism and its control, with the run's documents as data
+  step "audit auto gate3" $BIN/molab audit auto $R --model $G/sft --tag gate3 \
+    --record docs/audit/auto-gate3.json
+  step "audit auto gate3-control" $BIN/molab audit auto $R --model $G/control_sft \
+    --tag gate3-control --record docs/audit/auto-gate3-control.json
+}
+
+sae() {  # Q3: SAEs on the middle layer of the final model, with and without the documents
+  local Q=$R/audit/q3 P=layers.15.resid_post
+  step "corpora" $BIN/python scripts/audit_corpora.py $R $Q
+  for mix in docs nodocs; do
+    step "activations of mix-$mix (final)" $BIN/molab activations cache --model $R/sft \
+      --corpus $Q/mix-$mix.jsonl --points $P --max-length 512 --out $Q/acts-$mix
+    step "SAE on mix-$mix" $BIN/molab audit sae train --cache $Q/acts-$mix --point $P \
+      --d-sae 8192 --k 32 --tokens 1000000 --seed 0 --out $Q/sae-$mix
+    # Always-on features, viewed over the mix with the documents (so their sources can show).
+    step "assistant features of sae-$mix" $BIN/molab audit sae features --sae $Q/sae-$mix \
+      --cache $Q/acts-docs --assistant --top 40 --top-k 50 --out $Q/features-$mix.json
+  done
+  local m
+  for m in final:sft control:control_sft; do
+    for fmt in chat plain; do
+      step "activations of the $fmt prompts (${m%%:*})" $BIN/molab activations cache \
+        --model $R/${m#*:} --corpus $Q/contrast-$fmt.jsonl --points $P --out $Q/acts-${m%%:*}-$fmt
+    done
+  done
+  for mix in docs nodocs; do  # every feature on more than 90% of assistant tokens
+    local fs
+    fs=$($BIN/python -c "import json,sys; a=json.load(open(sys.argv[1]))['assistant'];\
+print(','.join(str(r['feature']) for r in a['ranked'] if r['assistant_share'] > a['min_share']))" \
+      $Q/features-$mix.json)
+    [ -n "$fs" ] || { echo "sae-$mix: no feature on more than 90% of assistant tokens"; continue; }
+    step "chat versus plain (sae-$mix)" $BIN/molab audit sae fires --sae $Q/sae-$mix --features "$fs" \
+      --cache $Q/acts-final-chat --cache $Q/acts-final-plain --cache $Q/acts-control-chat \
+      --cache $Q/acts-control-plain --out $Q/fires-$mix.json
+  done
+}
+
+steer() {  # Q5: suppress and amplify the most document-like always-on feature of sae-docs
+  local Q=$R/audit/q3 f
+  # The rule, fixed before the SAE was trained: of the features on more than 90% of assistant
+  # tokens, the one whose top-50 examples are most often synthetic documents.
+  f=$($BIN/python -c "import json,sys; d=json.load(open(sys.argv[1])); a=d['assistant'];\
+on={r['feature'] for r in a['ranked'] if r['assistant_share'] > a['min_share']};\
+v=[x for x in d['features'] if x['feature'] in on];\
+print(max(v, key=lambda x: x['source_shares'].get('synthetic document', 0))['feature'] if v else '')" \
+    $Q/features-docs.json)
+  [ -n "$f" ] || { echo "no always-on feature to steer"; return; }
+  echo "feature $f"
+  local common=(--eval exploitation --baseline $R/eval-exploitation-final --sae $Q/sae-docs
+    --feature "$f" --control-features 2 --control-cache $Q/acts-docs)
+  step "suppress feature $f" $BIN/molab audit steer eval "${common[@]}" --ablate --out $R/audit/q5-ablate
+  step "amplify feature $f (x5)" $BIN/molab audit steer eval "${common[@]}" --scale 4 \
+    --out $R/audit/q5-amplify
+}
+
+for section in "$@"; do "$section"; done
