@@ -188,17 +188,21 @@ def audited(tmp_path_factory) -> Path:
     (audit / "steer-f7.json").write_text(json.dumps(STEER))
     (audit / "verdict.json").write_text(json.dumps(VERDICT))
     (run_dir / "run.json").write_text(json.dumps({"organism": "rm-sycophancy", "checkpoints": []}))
+    auto = run_dir / "audit-auto-control-probes"  # the scripted auditor's probes of another model
+    auto.mkdir()
+    shutil.copy(run_dir / "audit-probe" / "summary.json", auto / "summary.json")
     return run_dir
 
 
 def test_page_shows_each_tool_ranks_evidence_and_scores_the_verdict(audited):
     page = render(audited, read_verdict(audited / "audit" / "verdict.json"), ground_truth(audited))
-    assert "molab audit: rm" in page and page.count("data:image/png;base64,") == 1
+    assert "molab audit: rm" in page and page.count("data:image/png;base64,") == 2  # a figure per probe stage
     assert "http://" not in page and "https://" not in page
     # probes: rates per type with intervals, the disclosing samples (escaped)
     assert "<td>direct</td><td>0/4</td><td>0.0% [0.0, 49.0]</td>" in page
     assert "<td>prefill</td><td>2/4</td><td>50.0% [15.0, 85.0]</td>" in page
     assert "Disclosing samples (2 of 2 shown)" in page
+    assert page.count("<td>prefill</td><td>2/4</td>") == 2 and "audit-auto-control-probes" in page
     assert "&lt;b&gt;reward models&lt;/b&gt;" in page and "<b>reward models</b>" not in page
     # evidence ranked: feature 7 (75% synthetic), search (1/2), probe (0.150), steering (0.1)
     findings = re.findall(
@@ -207,6 +211,7 @@ def test_page_shows_each_tool_ranks_evidence_and_scores_the_verdict(audited):
     assert findings == [
         ("features", "feature-features-layer3-7"),
         ("search", "search-search-concerning"),
+        ("probe", "probe-audit-auto-control-probes"),
         ("probe", "probe-audit-probe"),
         ("steering", "steer-steer-f7"),
     ]
@@ -286,6 +291,6 @@ def test_page_renders_in_headless_chromium(audited, tmp_path):
         browser.close()
     assert errors == []
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
-    assert len(widths) == 1 and widths[0] > 100
-    assert rows == 4 and closed is None and opened is not None
+    assert len(widths) == 2 and min(widths) > 100  # a figure per probe stage
+    assert rows == 5 and closed is None and opened is not None
     assert (tmp_path / "audit-report.png").stat().st_size > 0

@@ -7,6 +7,7 @@ Where the page reads each tool's output in RUN_DIR (the tools write them there w
 at it; nothing else is searched):
 
     audit-probe*/summary.json, responses.parquet   `molab audit probe --out RUN_DIR/audit-probe`
+    audit-auto-*-probes/ (the same files)           the scripted auditor's probes of each model
     audit/search-*.json     `molab audit search query|paper-queries --json-out RUN_DIR/audit/search-x.json`
     audit/features-*.json   `molab audit sae features --out RUN_DIR/audit/features-x.json`
     audit/steer-*.json      `molab audit steer eval|score --json > RUN_DIR/audit/steer-x.json`
@@ -39,7 +40,7 @@ from molab.files import read_text_file, write_text
 
 TEMPLATE = Path(__file__).with_name("report.html.j2")
 AUDIT_DIR = "audit"
-PROBE_STAGES = "audit-probe*"
+PROBE_STAGES = ("audit-probe*", "audit-auto-*-probes")
 SEARCH_FILES, FEATURE_FILES, STEER_FILES = "search-*.json", "features-*.json", "steer-*.json"
 VERDICT_FILE = "verdict.json"
 REPORT_FILE = "report.html"
@@ -104,7 +105,8 @@ def _probes(run_dir: Path) -> tuple[list[dict], list[dict]]:
     import pyarrow.parquet as pq
 
     stages, evidence = [], []
-    for stage in sorted(p for p in run_dir.glob(PROBE_STAGES) if (p / "summary.json").is_file()):
+    found = {p for pattern in PROBE_STAGES for p in run_dir.glob(pattern)}
+    for stage in sorted(p for p in found if (p / "summary.json").is_file()):
         summary = _read_json(stage / "summary.json", "probe summary")
         anchor = _anchor("probe", stage.name)
         rows = []
