@@ -71,3 +71,60 @@ def graph(
         f"{result.n_errors} errors, {result.n_pos} tokens, {result.n_logits} logits) "
         f"in {stats['total_s']:.1f} s"
     )
+
+
+@circuits_app.command("pathways")
+def pathways_command(
+    graph: Annotated[Path, typer.Argument(help="A graph file from `molab circuits graph`.")],
+    target: Annotated[
+        str | None, typer.Option(help="The logit token to follow (default: the most probable).")
+    ] = None,
+    against: Annotated[
+        list[str] | None,
+        typer.Option(help="Another model spec (e.g. a control): the graph's features read there; repeat."),
+    ] = None,
+    top: Annotated[int, typer.Option(help="Features listed by influence.")] = 15,
+    json_out: Annotated[Path | None, typer.Option(help="Also write the result as JSON here.")] = None,
+):
+    """Through what a graph's target logit runs: token embeddings directly, error nodes or
+    features (direct inputs and total influence), its top features, and with --against the
+    share of its feature influence carried by features that are off in another model."""
+    from molab.circuits.graph import load_graph
+    from molab.circuits.pathways import feature_activations, missing_share, pathways, target_index
+    from molab.circuits.transcoder import load_transcoders
+    from molab.files import check_output_file, write_json
+    from molab.models.loading import load_model
+
+    if json_out:
+        check_output_file(json_out)
+    g = load_graph(graph)
+    tokenizer = load_model(g.model_name).tokenizer if target is not None else None
+    index = target_index(g, target, tokenizer)
+    result = {"graph": str(graph), "prompt": g.prompt, "model": g.model_name} | pathways(g, index, top)
+    if against:
+        tset = load_transcoders(g.transcoders, lazy=True)
+        result["against"] = {}
+        for spec in against:
+            loaded = load_model(spec)
+            tset.check_model(loaded.model, g.transcoders)
+            result["against"][spec] = missing_share(g, feature_activations(loaded.model, tset, g), index)
+    for kind in ("direct", "total"):
+        s = result[kind]
+        typer.echo(
+            f"{kind:>6}: tokens {s['tokens']:.1%}, errors {s['errors']:.1%}, features {s['features']:.1%}"
+        )
+    typer.echo(f"{'layer':>6} {'pos':>4} {'feature':>8} {'activation':>10} {'influence':>9}")
+    for f in result["top_features"]:
+        typer.echo(
+            f"{f['layer']:>6} {f['position']:>4} {f['feature']:>8} "
+            f"{f['activation']:>10.3f} {f['influence']:>9.4f}"
+        )
+    for spec, m in (result.get("against") or {}).items():
+        typer.echo(
+            f"against {spec}: {m['off_in_other']} of {m['features']} features off, carrying "
+            f"{m['influence_off_in_other']:.1%} of the feature influence "
+            f"({m['influence_halved_in_other']:.1%} at half or less)"
+        )
+    if json_out:
+        write_json(json_out, result)
+        typer.echo(f"wrote {json_out}")
