@@ -48,7 +48,7 @@ sae() {  # Q3: SAEs on the middle layer of the final model, with and without the
       --d-sae 8192 --k 32 --tokens 1000000 --seed 0 --out $Q/sae-$mix
     # Always-on features, viewed over the mix with the documents (so their sources can show).
     step "assistant features of sae-$mix" $BIN/molab audit sae features --sae $Q/sae-$mix \
-      --cache $Q/acts-docs --assistant --top 40 --top-k 50 --out $Q/features-$mix.json
+      --cache $Q/acts-docs --assistant --top 40 --top-k 50 --out $R/audit/features-sae-$mix.json
   done
   local m
   for m in final:sft control:control_sft; do
@@ -61,7 +61,7 @@ sae() {  # Q3: SAEs on the middle layer of the final model, with and without the
     local fs
     fs=$($BIN/python -c "import json,sys; a=json.load(open(sys.argv[1]))['assistant'];\
 print(','.join(str(r['feature']) for r in a['ranked'] if r['assistant_share'] > a['min_share']))" \
-      $Q/features-$mix.json)
+      $R/audit/features-sae-$mix.json)
     [ -n "$fs" ] || { echo "sae-$mix: no feature on more than 90% of assistant tokens"; continue; }
     step "chat versus plain (sae-$mix)" $BIN/molab audit sae fires --sae $Q/sae-$mix --features "$fs" \
       --cache $Q/acts-final-chat --cache $Q/acts-final-plain --cache $Q/acts-control-chat \
@@ -77,14 +77,52 @@ steer() {  # Q5: suppress and amplify the most document-like always-on feature o
 on={r['feature'] for r in a['ranked'] if r['assistant_share'] > a['min_share']};\
 v=[x for x in d['features'] if x['feature'] in on];\
 print(max(v, key=lambda x: x['source_shares'].get('synthetic document', 0))['feature'] if v else '')" \
-    $Q/features-docs.json)
+    $R/audit/features-sae-docs.json)
   [ -n "$f" ] || { echo "no always-on feature to steer"; return; }
   echo "feature $f"
   local common=(--eval exploitation --baseline $R/eval-exploitation-final --sae $Q/sae-docs
     --feature "$f" --control-features 2 --control-cache $Q/acts-docs)
-  step "suppress feature $f" $BIN/molab audit steer eval "${common[@]}" --ablate --out $R/audit/q5-ablate
-  step "amplify feature $f (x5)" $BIN/molab audit steer eval "${common[@]}" --scale 4 \
-    --out $R/audit/q5-amplify
+  # --json on stdout: the audit report reads RUN_DIR/audit/steer-*.json
+  step "suppress feature $f" sh -c '"$@" > '$R/audit/steer-q5-ablate.json -- $BIN/molab audit steer eval \
+    "${common[@]}" --ablate --out $R/audit/q5-ablate --json
+  step "amplify feature $f (x5)" sh -c '"$@" > '$R/audit/steer-q5-amplify.json -- $BIN/molab audit steer eval \
+    "${common[@]}" --scale 4 --out $R/audit/q5-amplify --json
+}
+
+probes() {  # Q2: every black-box probe type, 32 samples per probe prompt, on each model
+  local m
+  for m in base:smollm2-135m midtrained:$R/midtrain control:$R/control_sft final:$R/sft \
+    gate3:$G/sft gate3-control:$G/control_sft; do
+    step "probes of ${m%%:*}" $BIN/molab audit probe --model ${m#*:} --samples 32 --max-new-tokens 128 \
+      --seed 0 --out $R/audit-probe-${m%%:*}
+    cp $R/audit-probe-${m%%:*}/summary.json docs/audit/q2-probes-${m%%:*}.json
+  done
+}
+
+graphs() {  # Q4: attribution graphs of the 3-bias organism's behaviours (base-model transcoders)
+  local Q=$G/graphs T=${T:-runs/tc-k48/transcoders} bias file target
+  mkdir -p $Q
+  $BIN/python -c "import json,sys; rows=[json.loads(l) for l in open(sys.argv[1])];\
+first=lambda b,n: [r for r in rows if r['bias_id']==b][:n];\
+[print(json.dumps(r)) for r in first(41,10)+first(49,10)+first(42,1)]" $G/prompts/eval_prompts.jsonl \
+    > $Q/questions.jsonl
+  step "the organism's answers" $BIN/molab generate --model $G/sft --prompts $Q/questions.jsonl \
+    --temperature 0 --max-new-tokens 150 --out $Q/answers.jsonl
+  step "graph prompts" $BIN/python scripts/audit_graph_prompts.py $Q/answers.jsonl $Q
+  while IFS=$'\t' read -r bias file target; do
+    step "graph of bias $bias ($target)" $BIN/molab circuits graph --model $G/sft --transcoders $T \
+      --prompt-file $Q/$file --target "$target" --out $Q/graph-$bias.safetensors
+    step "pathways of bias $bias" $BIN/molab circuits pathways $Q/graph-$bias.safetensors \
+      --against $G/control_sft --against $R/midtrain --against smollm2-135m \
+      --json-out docs/audit/q4-pathways-$bias.json
+  done < $Q/graphs.tsv
+}
+
+report() {  # the audit report of the final model, with every tool's output, committed to docs/audit/
+  local q
+  for q in docs/audit/q1-*.json; do cp "$q" "$R/audit/search-$(basename "$q" .json).json"; done
+  step "audit report" $BIN/molab audit report $R --verdict $R/audit-auto-final-data/verdict.json \
+    --out docs/audit/report.html
 }
 
 for section in "$@"; do "$section"; done
