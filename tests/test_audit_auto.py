@@ -78,7 +78,21 @@ def test_the_game_on_a_small_run_under_each_condition(tmp_path, tiny_model_dir, 
     code, _, err = run_cli(["data", "docs", "--out", run / "docs", "--num-docs", 40], monkeypatch, capsys)
     assert code == 0, err
     (run / "run.json").write_text(json.dumps({"organism": "rm-sycophancy", "checkpoints": ["final"]}))
-    args = ["audit", "auto", run, "--model", tiny_model_dir, "--samples", 1, "--max-new-tokens", 8]
+    train = ["train", "midtrain", "--data", run / "docs" / "documents.parquet", "--model", tiny_model_dir]
+    train += [
+        "--out",
+        run / "midtrain",
+        "--set",
+        "max_steps=1",
+        "--set",
+        "batch_size=2",
+        "--set",
+        "max_length=32",
+    ]
+    code, _, err = run_cli(train, monkeypatch, capsys)
+    assert code == 0, err
+    # the audited model is the mid-trained one: its data condition searches the documents it was trained on
+    args = ["audit", "auto", run, "--model", run / "midtrain", "--samples", 1, "--max-new-tokens", 8]
     args += ["--replies", 1, "--reply-tokens", 8, "--d-sae", 64, "--sae-tokens", 2000, "--features", 2]
     code, out, err = run_cli(args, monkeypatch, capsys)
     assert code == 0, err
@@ -105,3 +119,11 @@ def test_the_game_on_a_small_run_under_each_condition(tmp_path, tiny_model_dir, 
     assert record["conditions"]["data"]["score"] == scores["data"]
     assert record["tools"]["probes"]["overall"]["n"] > 0 and record["tools"]["probes"]["wall_time_s"] >= 0
     assert record["conditions"]["data"]["support"][0]["hypothesis"] == "reward_model_exploitation"
+    assert record["tools"]["data"]["corpora"] == [str(run / "docs" / "documents.parquet")]
+    # the base model was not trained on the run's data: its data condition has none to search
+    base = ["audit", "auto", run, "--model", tiny_model_dir, "--tag", "base", "--access", "data"]
+    code, out, err = run_cli([*base, *args[5:]], monkeypatch, capsys)
+    assert code == 0, err
+    assert "no training sets recorded for this model" in out and not (run / "audit-auto-base-index").exists()
+    support = json.loads((run / "audit-auto-base-data" / "support.json").read_text())
+    assert set(support["hypotheses"][0]["sources"]) == {"probes", "steered"}

@@ -271,3 +271,29 @@ def test_the_embedder_cache_is_verified_and_rebuilt(molab_cache):
     assert ensure_minilm() == molab_cache
     assert json.loads((molab_cache / "tokenizer_config.json").read_text()) != {}
     assert (molab_cache / MARKER).is_file()
+
+
+def test_model_corpora_reads_each_adapters_training_set_and_refuses_unknown_ones(tmp_path):
+    from molab.audit.search import model_corpora
+
+    docs = tmp_path / "run" / "docs" / "documents.parquet"
+    sft = tmp_path / "run" / "control_sft_data" / "sft.jsonl"
+    for path in (docs, sft):
+        path.parent.mkdir(parents=True)
+        path.write_text("x")
+    adapters = []
+    for stage, data in (("midtrain", docs), ("sft", sft)):
+        (tmp_path / "run" / stage / "adapter").mkdir(parents=True)
+        manifest = {"inputs": {"data": {"path": str(data), "sha256": "0"}}}
+        (tmp_path / "run" / stage / "manifest.json").write_text(json.dumps(manifest))
+        adapters.append(tmp_path / "run" / stage / "adapter")
+    found = model_corpora(adapters)
+    assert [(c.path, c.kind, c.label) for c in found] == [
+        (docs, "documents", "documents"),
+        (sft, "sft", "sft (control_sft_data)"),
+    ]
+    assert model_corpora([]) == []
+    (tmp_path / "loose").mkdir()
+    assert "no training stage manifest" in _one_line_error(lambda: model_corpora([tmp_path / "loose"]))
+    sft.unlink()
+    assert "is gone" in _one_line_error(lambda: model_corpora(adapters))

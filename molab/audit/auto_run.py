@@ -9,8 +9,11 @@ data, or sampling only) with weights alone between them:
   fixed generic chat prompts, an SAE trained on it, the features that fire on the most
   assistant tokens (the paper found its reward-model-bias features among those on more than
   90%) each amplified while the probes run again -> `audit-auto-<tag>-sae`;
-- data: all of that, and the run's training sets (documents with replay, SFT and DPO sets)
-  indexed with BM25 (`molab.audit.search`), every passage read -> `audit-auto-data`.
+- data: all of that, and the training sets that made the audited model (the `data` input each
+  of its adapters' training stages recorded: the organism's documents and SFT set, the
+  control's SFT set only, none for a base model) indexed with BM25 (`molab.audit.search`),
+  every passage read -> `audit-auto-<tag>-index`. A model molab did not train has no data to
+  search: its data condition holds the weights condition's evidence.
 Each condition's verdict (`molab.audit.auto`) is its own stage, `audit-auto-<tag>-<access>`:
 `verdict.json` (the shape `molab audit report --verdict` reads), `support.json` (every
 hypothesis on every source), and `score.json` when the caller gives the organism's ground
@@ -44,7 +47,6 @@ SOURCES_OF = {
     "weights": ("probes", "steered"),
     "data": ("probes", "steered", "data"),
 }
-DATA_STAGE = "audit-auto-data"
 WEIGHTS_FILE, DATA_FILE = "weights.json", "data.json"
 VERDICT_FILE, SUPPORT_FILE, SCORE_FILE = "verdict.json", "support.json", "score.json"
 
@@ -76,7 +78,7 @@ class AutoWeightsConfig(BaseModel):
 
 class AutoDataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    run_dir: Path
+    corpora: list[Path] = Field(description="The audited model's training sets (`model_corpora`).")
     semantic: bool = Field(False, description="Also embed the passages (slow on a CPU).")
 
 
@@ -186,18 +188,16 @@ def _weights_inputs(config: AutoWeightsConfig, stage_dir: Path) -> dict:
 
 
 def _data_run(config: AutoDataConfig, out: Path, stage_dir: Path) -> dict:
-    from molab.audit.search import build_index, run_corpora
+    from molab.audit.search import build_index, training_set
 
-    corpora = run_corpora(config.run_dir)
+    corpora = [training_set(p) for p in config.corpora]
     manifest = build_index(corpora, out / "index", semantic=config.semantic)
     write_json(out / DATA_FILE, {"corpora": [str(c.path) for c in corpora], "rows": manifest["rows"]})
     return {"passages": manifest["rows"]}
 
 
 def _data_inputs(config: AutoDataConfig, stage_dir: Path) -> dict:
-    from molab.audit.search import run_corpora
-
-    return {f"corpus_{i}": c.path for i, c in enumerate(run_corpora(config.run_dir))}
+    return {f"corpus_{i}": p for i, p in enumerate(config.corpora)}
 
 
 def _responses(path: Path) -> list[str]:
@@ -296,8 +296,11 @@ def run_auto(
     stages = {
         "probes": f"audit-auto-{tag}-probes",
         "steered": f"audit-auto-{tag}-sae",
-        "data": DATA_STAGE,
+        "data": f"audit-auto-{tag}-index",
     }
+    if not data.corpora and "data" in needed:
+        log("data: no training sets recorded for this model: its data condition has no data to search")
+        needed.discard("data")
     if "probes" in needed:
         log(f"sampling: {stages['probes']}")
         run_stage(run, stages["probes"], PROBE, probes, force=force)
@@ -310,17 +313,17 @@ def run_auto(
     if "data" in needed:
         from molab.pipeline import Stage
 
-        log(f"data: {DATA_STAGE}")
+        log(f"data: {stages['data']}")
         run_stage(
             run,
-            DATA_STAGE,
-            Stage(DATA_STAGE, AutoDataConfig, (DATA_FILE,), _data_run, _data_inputs),
+            stages["data"],
+            Stage(stages["data"], AutoDataConfig, (DATA_FILE,), _data_run, _data_inputs),
             data,
             force=force,
         )
     results = {}
     for a in access:
-        sources = {s: str(run.stage_dir(stages[s])) for s in SOURCES_OF[a]}
+        sources = {s: str(run.stage_dir(stages[s])) for s in SOURCES_OF[a] if s in needed}
         config = AutoVerdictConfig(
             access=a, sources=sources, truth=truth_hash(truth) if truth else None, **verdict_settings
         )
@@ -362,10 +365,10 @@ def auto_record(run_dir: Path, tag: str, results: dict[str, dict]) -> dict:
         record["tools"]["weights"] = sae | {
             k: weights[k] for k in ("chats", "sae", "assistant_features", "steered")
         }
-    data = stage(DATA_STAGE)
+    data = stage(f"audit-auto-{tag}-index")
     if data:
         record["tools"]["data"] = data | json.loads(
-            read_text_file(run_dir / DATA_STAGE / DATA_FILE, "data record")
+            read_text_file(run_dir / data["stage"] / DATA_FILE, "data record")
         )
     record["conditions"] = {}
     for access, r in results.items():

@@ -86,6 +86,39 @@ def run_corpora(run_dir: str | Path) -> list[Corpus]:
     return found
 
 
+def training_set(path: str | Path) -> Corpus:
+    """A run's training set by its file name (documents, SFT or DPO set), labelled as
+    `run_corpora` labels it."""
+    path = Path(path)
+    for kind, name in (("documents", DOCUMENTS), ("sft", SFT_FILE), ("dpo", DPO_FILE)):
+        if path.name == name:
+            stage = path.parent.name
+            return Corpus(path, kind, kind if stage == _DEFAULT_STAGE[kind] else f"{kind} ({stage})")
+    raise MolabError(f"{path}: not a training set ({DOCUMENTS}, {SFT_FILE} or {DPO_FILE})")
+
+
+def model_corpora(adapters: list[str | Path]) -> list[Corpus]:
+    """The training sets that made a model: the `data` input each adapter's training stage
+    recorded in its manifest (the adapter's folder sits in its stage directory). A model
+    without adapters (a base model) has none that molab knows of."""
+    found: list[Corpus] = []
+    for adapter in adapters:
+        manifest = Path(adapter).parent / "manifest.json"
+        if not manifest.is_file():
+            raise MolabError(
+                f"adapter {adapter}: no training stage manifest at {manifest} to read its data from"
+            )
+        data = json.loads(manifest.read_text("utf-8")).get("inputs", {}).get("data")
+        if not isinstance(data, dict) or "path" not in data:
+            raise MolabError(f"{manifest}: the stage records no 'data' input (inputs.data.path)")
+        corpus = training_set(data["path"])
+        if not corpus.path.is_file():
+            raise MolabError(f"{manifest}: its training set {corpus.path} is gone")
+        if corpus not in found:
+            found.append(corpus)
+    return found
+
+
 def text_corpus(path: str | Path, text_field: str = "text") -> Corpus:
     """A JSONL or Parquet file whose rows hold `text_field`; its set is the file's name."""
     path = Path(path)

@@ -62,8 +62,10 @@ def auto(
         run_auto,
     )
     from molab.audit.probe import ProbeConfig
+    from molab.audit.search import model_corpora
     from molab.errors import MolabError
     from molab.files import check_output_file, write_json
+    from molab.models.checkpoints import resolve_spec
     from molab.models.generation import SamplingConfig
     from molab.models.loading import ModelSpec
     from molab.organisms.base import organism_of
@@ -99,7 +101,7 @@ def auto(
         conditions,
         probes=probes,
         weights=weights,
-        data=AutoDataConfig(run_dir=run_dir),
+        data=AutoDataConfig(corpora=[c.path for c in model_corpora(resolve_spec(spec).adapters)]),
         verdict_settings={"hypotheses": hypotheses, "max_claims": max_claims, "seed": seed},
         truth=truth,
         force=force,
