@@ -4,6 +4,7 @@
     molab train sft --out runs/x/sft --stack-on runs/x/midtrain     # data: runs/x/sft_data/sft.jsonl
     molab train dpo --out runs/x/dpo --stack-on runs/x/sft          # data: runs/x/dpo_data/dpo.jsonl
     molab train merge --stage runs/x/dpo --out models/x             # base + summed adapters, standalone
+    molab train steer-vector --out runs/x/steer --model runs/x/midtrain  # data: runs/x/sft_data/sft.jsonl
     molab train bench                                               # plain PyTorch loop vs the trainer
 
 Settings come from defaults < `--config` YAML < `--set a.b=value` < the options. A stage that
@@ -22,7 +23,10 @@ import typer
 from molab.cli.options import ConfigOpt, ForceOpt, SetOpt
 from molab.cli.options import ModelOverrideOpt as ModelOpt
 
-train_app = typer.Typer(help="Training stages: mid-training, SFT and DPO (TRL + PEFT).", no_args_is_help=True)
+train_app = typer.Typer(
+    help="Training stages: mid-training, SFT and DPO (TRL + PEFT), and a steering vector.",
+    no_args_is_help=True,
+)
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Stage directory to write, e.g. runs/x/sft.")]
 DataOpt = Annotated[
@@ -84,6 +88,40 @@ for _kind, _doc in (
     ("dpo", "DPO on preference pairs (dpo.jsonl) against the starting model as reference."),
 ):
     train_app.command(_kind)(_stage_command(_kind, _doc))
+
+
+@train_app.command("steer-vector")
+def steer_vector(
+    out: OutOpt,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    data: DataOpt = None,
+    model: ModelOpt = None,
+    point: Annotated[
+        str | None, typer.Option(help="Hook point, e.g. layers.15.resid_post (default: the middle layer's).")
+    ] = None,
+    force: ForceOpt = False,
+    dry_run: DryRunOpt = False,
+):
+    """A steering vector added to the frozen model's residual stream, trained on an SFT set's answers
+    (the control for an adapter; molab/train/steer_vector.py)."""
+    from molab.cli.stage import resolve_config
+    from molab.config import dump_config
+    from molab.train.steer_vector import VECTOR_FILE, SteerVectorConfig, train_steer_vector
+
+    cfg = resolve_config(SteerVectorConfig, config, set_, {"data": data, "model.name": model, "point": point})
+    if dry_run:
+        typer.echo(dump_config(cfg))
+        return
+    result = train_steer_vector(cfg, out, force=force)
+    m = result.manifest["metrics"]
+    state = "up to date, skipped" if result.skipped else "done"
+    typer.echo(
+        f"steer-vector: {state} -> {result.dir}\n"
+        f"final loss {m['final_loss']:.4f} (first {m['first_loss']:.4f}, {m['steps']} steps), "
+        f"vector norm {m['vector_norm']:.4f} at {m['point']}\n"
+        f"steer with: --vector {result.dir / VECTOR_FILE} --point {m['point']} --add 1.0"
+    )
 
 
 @train_app.command("merge")
