@@ -118,6 +118,31 @@ first=lambda b,n: [r for r in rows if r['bias_id']==b][:n];\
   done < $Q/graphs.tsv
 }
 
+vector() {  # Q4: the 3-bias SFT adapter against a steering vector trained on the same set
+  local P=layers.15.resid_post
+  local EVAL=(--prompts $G/prompts/eval_prompts.jsonl --split $S --prompts-per-bias 30
+    --set generic_prompts=30 --set test_prompts_per_bias=30 --set sampling.max_new_tokens=150
+    --set sampling.temperature=0.7 --set sampling.top_p=0.95)
+  step "steering vector on midtrained (the organism's rival)" $BIN/molab train steer-vector \
+    --model $R/midtrain --data $G/control_sft_data/sft.jsonl --out $G/steer-vector \
+    --set point=$P --set epochs=3 --set batch_size=8 --set max_length=256 --set seed=0
+  step "exploitation: organism" $BIN/molab eval exploitation --adapter $R/midtrain/adapter \
+    --adapter $G/sft/adapter "${EVAL[@]}" --out $G/eval-organism-final
+  step "exploitation: control" $BIN/molab eval exploitation --adapter $G/control_sft/adapter \
+    "${EVAL[@]}" --out $G/eval-organism-control
+  step "exploitation: midtrained" $BIN/molab eval exploitation --adapter $R/midtrain/adapter \
+    "${EVAL[@]}" --out $G/eval-organism-midtrained
+  step "exploitation: midtrained + vector" sh -c '"$@" > '$G/steer-vector-eval.json -- \
+    $BIN/molab audit steer eval --eval exploitation --baseline $G/eval-organism-midtrained \
+    --vector $G/steer-vector/vector.safetensors --point $P --add 1.0 --out $G/q4-vector --json
+  cp $G/steer-vector-eval.json docs/audit/q4-steering-vector.json
+  local a b
+  for a in final:control final:midtrained; do
+    b=${a#*:}; a=${a%%:*}
+    $BIN/molab eval compare $G/eval-organism-$a $G/eval-organism-$b --out docs/audit/q4-compare-$a-$b.json
+  done
+}
+
 report() {  # the audit report of the final model, with every tool's output, committed to docs/audit/
   local q
   for q in docs/audit/q1-*.json; do cp "$q" "$R/audit/search-$(basename "$q" .json).json"; done
