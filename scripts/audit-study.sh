@@ -43,18 +43,20 @@ sae() {  # Q3: SAEs on the middle layer of the final model, with and without the
   step "corpora" $BIN/python scripts/audit_corpora.py $R $Q
   for mix in docs nodocs; do
     step "activations of mix-$mix (final)" $BIN/molab activations cache --model $R/sft \
-      --corpus $Q/mix-$mix.jsonl --points $P --max-length 512 --out $Q/acts-$mix
+      --corpus $Q/mix-$mix.jsonl --points $P --max-length 512 --set model.merge_adapters=true --out $Q/acts-$mix
     step "SAE on mix-$mix" $BIN/molab audit sae train --cache $Q/acts-$mix --point $P \
       --d-sae 8192 --k 32 --tokens 1000000 --seed 0 --out $Q/sae-$mix
     # Always-on features, viewed over the mix with the documents (so their sources can show).
     step "assistant features of sae-$mix" $BIN/molab audit sae features --sae $Q/sae-$mix \
       --cache $Q/acts-docs --assistant --top 40 --top-k 50 --out $R/audit/features-sae-$mix.json
+    $BIN/python scripts/audit_tables.py compact $R/audit/features-sae-$mix.json $Q/acts-docs \
+      docs/audit/q3-features-sae-$mix.json
   done
   local m
   for m in final:sft control:control_sft; do
     for fmt in chat plain; do
       step "activations of the $fmt prompts (${m%%:*})" $BIN/molab activations cache \
-        --model $R/${m#*:} --corpus $Q/contrast-$fmt.jsonl --points $P --out $Q/acts-${m%%:*}-$fmt
+        --model $R/${m#*:} --corpus $Q/contrast-$fmt.jsonl --points $P --set model.merge_adapters=true --out $Q/acts-${m%%:*}-$fmt
     done
   done
   for mix in docs nodocs; do  # every feature on more than 90% of assistant tokens
@@ -66,6 +68,7 @@ print(','.join(str(r['feature']) for r in a['ranked'] if r['assistant_share'] > 
     step "chat versus plain (sae-$mix)" $BIN/molab audit sae fires --sae $Q/sae-$mix --features "$fs" \
       --cache $Q/acts-final-chat --cache $Q/acts-final-plain --cache $Q/acts-control-chat \
       --cache $Q/acts-control-plain --out $Q/fires-$mix.json
+    cp $Q/fires-$mix.json docs/audit/q3-fires-$mix.json
   done
 }
 
@@ -87,6 +90,8 @@ print(max(v, key=lambda x: x['source_shares'].get('synthetic document', 0))['fea
     "${common[@]}" --ablate --out $R/audit/q5-ablate --json
   step "amplify feature $f (x5)" sh -c '"$@" > '$R/audit/steer-q5-amplify.json -- $BIN/molab audit steer eval \
     "${common[@]}" --scale 4 --out $R/audit/q5-amplify --json
+  cp $R/audit/steer-q5-ablate.json docs/audit/q5-ablate.json
+  cp $R/audit/steer-q5-amplify.json docs/audit/q5-amplify.json
 }
 
 probes() {  # Q2: every black-box probe type, 32 samples per probe prompt, on each model
