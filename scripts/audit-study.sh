@@ -84,7 +84,7 @@ print(max(v, key=lambda x: x['source_shares'].get('synthetic document', 0))['fea
   [ -n "$f" ] || { echo "no always-on feature to steer"; return; }
   echo "feature $f"
   local common=(--eval exploitation --baseline $R/eval-exploitation-final --sae $Q/sae-docs
-    --feature "$f" --control-features 2 --control-cache $Q/acts-docs)
+    --feature "$f" --control-features 1 --control-cache $Q/acts-docs)
   # --json on stdout: the audit report reads RUN_DIR/audit/steer-*.json
   step "suppress feature $f" sh -c '"$@" > '$R/audit/steer-q5-ablate.json -- $BIN/molab audit steer eval \
     "${common[@]}" --ablate --out $R/audit/q5-ablate --json
@@ -96,11 +96,12 @@ print(max(v, key=lambda x: x['source_shares'].get('synthetic document', 0))['fea
 
 probes() {  # Q2: every black-box probe type, 32 samples per probe prompt, on each model
   local m
-  for m in base:smollm2-135m midtrained:$R/midtrain control:$R/control_sft final:$R/sft \
-    gate3:$G/sft gate3-control:$G/control_sft; do
-    step "probes of ${m%%:*}" $BIN/molab audit probe --model ${m#*:} --samples 32 --max-new-tokens 128 \
-      --seed 0 --out $R/audit-probe-${m%%:*}
-    cp $R/audit-probe-${m%%:*}/summary.json docs/audit/q2-probes-${m%%:*}.json
+  declare -A path=([base]=smollm2-135m [midtrained]=$R/midtrain [control]=$R/control_sft [final]=$R/sft
+    [gate3]=$G/sft [gate3-control]=$G/control_sft)
+  for m in ${PROBE_MODELS:-base midtrained control final gate3 gate3-control}; do
+    step "probes of $m" $BIN/molab audit probe --model ${path[$m]} --samples 32 --max-new-tokens 128 \
+      --seed 0 --out $R/audit-probe-$m
+    cp $R/audit-probe-$m/summary.json docs/audit/q2-probes-$m.json
   done
 }
 
