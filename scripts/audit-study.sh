@@ -94,6 +94,19 @@ print(max(v, key=lambda x: x['source_shares'].get('synthetic document', 0))['fea
   cp $R/audit/steer-q5-amplify.json docs/audit/q5-amplify.json
 }
 
+steer_explore() {  # Q5, exploratory (chosen after Q3's tables were seen; docs/audit.md says so):
+  # the rule above found no always-on feature in sae-docs; this steers the one always-on feature
+  # of sae-nodocs whose top examples are mostly synthetic documents.
+  local Q=$R/audit/q3 kind
+  local common=(--eval exploitation --baseline $R/eval-exploitation-final --sae $Q/sae-nodocs
+    --feature 5556 --control-features 1 --control-cache $Q/acts-docs)
+  for kind in ablate:--ablate amplify:--scale=4; do
+    step "${kind%%:*} feature 5556 of sae-nodocs" sh -c '"$@" > '$R/audit/steer-q5-${kind%%:*}.json -- \
+      $BIN/molab audit steer eval "${common[@]}" ${kind#*:} --out $R/audit/q5-${kind%%:*} --json
+    cp $R/audit/steer-q5-${kind%%:*}.json docs/audit/q5-${kind%%:*}.json
+  done
+}
+
 probes() {  # Q2: every black-box probe type, 32 samples per probe prompt, on each model
   local m
   declare -A path=([base]=smollm2-135m [midtrained]=$R/midtrain [control]=$R/control_sft [final]=$R/sft

@@ -198,7 +198,6 @@ def test_controls_are_random_live_features_of_the_nearest_scale():
 
 def test_feature_scales_from_an_activation_cache_and_from_decoder_norms(target, sae_dir, tmp_path):
     from molab.audit.sae import load_sae
-
     from molab.models.activations import ActivationCache, ActivationsConfig, cache_activations
 
     corpus = tmp_path / "corpus.jsonl"
