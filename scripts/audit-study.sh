@@ -95,8 +95,8 @@ print(max(v, key=lambda x: x['source_shares'].get('synthetic document', 0))['fea
 }
 
 steer_explore() {  # Q5, exploratory (chosen after Q3's tables were seen; docs/audit.md says so):
-  # the rule above found no always-on feature in sae-docs; this steers the one always-on feature
-  # of sae-nodocs whose top examples are mostly synthetic documents.
+  # the rule above found no always-on feature in sae-docs; this steers the always-on feature of
+  # sae-nodocs whose top examples are most often synthetic documents.
   local Q=$R/audit/q3 kind
   local common=(--eval exploitation --baseline $R/eval-exploitation-final --sae $Q/sae-nodocs
     --feature 5556 --control-features 1 --control-cache $Q/acts-docs)
