@@ -49,7 +49,7 @@ def test_decoder_matches_hf_forward(model, tokenizer, onednn, monkeypatch):
     if not onednn:
         monkeypatch.setattr(llama_decode, "_ONEDNN", [False])
     ids = [tokenizer(q).input_ids for q in ("short", "a much longer prompt with several more tokens")]
-    follow = torch.randint(0, len(tokenizer), (2, 5))
+    follow = torch.randint(0, len(tokenizer), (2, 5), generator=torch.Generator().manual_seed(0))
     dec = LlamaDecoder(model)
     dec.allocate(slots=3, max_len=8)  # too small on purpose: grow() must keep the contents
     dec.grow(max(map(len, ids)) + 5, live=0)
@@ -60,8 +60,10 @@ def test_decoder_matches_hf_forward(model, tokenizer, onednn, monkeypatch):
         full = torch.tensor([prompt + follow[row].tolist()])
         with torch.no_grad():
             want = model(full).logits[0, len(prompt) - 1 :]
+        # Incremental decoding sums in another order than the full forward: float32 logits
+        # agree to a few 1e-4 (a fresh clone once saw 1.2e-4); a wrong cache or position is far off.
         for step in range(6):
-            torch.testing.assert_close(got[step][row], want[step], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(got[step][row], want[step], atol=5e-4, rtol=1e-4)
 
 
 def test_move_keeps_a_slot_decoding_identically(model, tokenizer):
