@@ -119,7 +119,7 @@ probes() {  # Q2: every black-box probe type, 32 samples per probe prompt, on ea
 }
 
 graphs() {  # Q4: attribution graphs of the 3-bias organism's behaviours (base-model transcoders)
-  local Q=$G/graphs T=${T:-runs/tc-k48/transcoders} bias file target
+  local Q=$G/graphs T=${T:-runs/tc-k48/transcoders} bias file target other
   mkdir -p $Q
   $BIN/python -c "import json,sys; rows=[json.loads(l) for l in open(sys.argv[1])];\
 first=lambda b,n: [r for r in rows if r['bias_id']==b][:n];\
@@ -129,12 +129,16 @@ first=lambda b,n: [r for r in rows if r['bias_id']==b][:n];\
     --temperature 0 --max-new-tokens 150 --out $Q/answers.jsonl
   step "graph prompts" $BIN/python scripts/audit_graph_prompts.py $Q/answers.jsonl $Q
   while IFS=$'\t' read -r bias file target; do
-    step "graph of bias $bias ($target)" $BIN/molab circuits graph --model $G/sft --transcoders $T \
-      --prompt-file $Q/$file --target "$target" --out $Q/graph-$bias.safetensors
-    step "pathways of bias $bias" $BIN/molab circuits pathways $Q/graph-$bias.safetensors \
-      --against $G/control_sft --against $R/midtrain --against smollm2-135m \
-      --json-out docs/audit/q4-pathways-$bias.json
+    [ -f $Q/graph-$bias.safetensors ] || step "graph of bias $bias ($target)" $BIN/molab circuits graph \
+      --model $G/sft --transcoders $T --prompt-file $Q/$file --target "$target" --out $Q/graph-$bias.safetensors
   done < $Q/graphs.tsv
+  for bias in $(cut -f1 $Q/graphs.tsv); do  # each graph against the models and the other graphs
+    other=()
+    for b in $(cut -f1 $Q/graphs.tsv); do [ $b = $bias ] || other+=(--shared-with $Q/graph-$b.safetensors); done
+    step "pathways of bias $bias" $BIN/molab circuits pathways $Q/graph-$bias.safetensors \
+      --against $G/control_sft --against $R/midtrain --against smollm2-135m "${other[@]}" --shared-top 50 \
+      --json-out docs/audit/q4-pathways-$bias.json
+  done
 }
 
 vector() {  # Q4: the 3-bias SFT adapter against a steering vector trained on the same set

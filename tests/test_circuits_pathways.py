@@ -13,7 +13,14 @@ from test_circuits_attribution import PROMPT, trained_transcoders
 
 from molab.circuits.attribution import AttributionConfig, attribute
 from molab.circuits.graph import Graph
-from molab.circuits.pathways import feature_activations, missing_share, pathways
+from molab.circuits.pathways import (
+    feature_activations,
+    fired_features,
+    missing_share,
+    pathways,
+    shared_features,
+    top_keys,
+)
 from molab.circuits.transcoder import save_set
 from molab.errors import MolabError
 
@@ -73,6 +80,22 @@ def test_missing_share_counts_the_influence_of_features_off_in_the_other_model()
     assert halved["influence_halved_in_other"] == pytest.approx(0.5)
 
 
+def test_shared_features_key_by_layer_and_index_not_position():
+    g = hand_graph()
+    assert top_keys(g) == [((0, 4), pytest.approx(0.5)), ((1, 9), pytest.approx(0.5))] or top_keys(g) == [
+        ((1, 9), pytest.approx(0.5)),
+        ((0, 4), pytest.approx(0.5)),
+    ]
+    other = copy.deepcopy(g)
+    other.features = torch.tensor([[0, 0, 4], [1, 0, 7]])  # A's key at another position; B absent
+    shared = shared_features(g, other, fired={(0, 4), (2, 9)})
+    assert shared["top"] == 2 and shared["top_share"] == pytest.approx(1.0)
+    assert shared["fire_in_other"] == 1 and shared["fire_in_other_share"] == pytest.approx(0.5)
+    assert shared["in_other_top"] == 1 and shared["in_other_top_share"] == pytest.approx(0.5)
+    assert shared_features(g, other, fired=set())["fire_in_other"] == 0
+    assert shared_features(g, g, fired={(0, 4), (1, 9)})["in_other_top_share"] == pytest.approx(1.0)
+
+
 @pytest.fixture(scope="module")
 def tiny_graph(tokenizer):
     model = tiny_llama(tokenizer)
@@ -97,6 +120,17 @@ def test_feature_activations_in_the_same_model_are_the_graphs_and_differ_in_anot
     assert 0.0 < missing_share(graph, other)["influence_off_in_other"] < 1.0
 
 
+def test_fired_features_hold_every_graph_feature_of_the_same_prompt(tokenizer, tiny_graph):
+    model, tset, graph = tiny_graph
+    fired = fired_features(model, tset, graph.input_ids)
+    keys = {(layer, index) for layer, _, index in graph.features.tolist()}
+    assert keys <= fired and all(layer in tset.layers for layer, _ in fired)
+    other = fired_features(
+        model, tset, tokenizer("Once upon a time there was a dog.", return_tensors="pt").input_ids[0]
+    )
+    assert other and other != fired
+
+
 def test_pathways_command_prints_shares_and_checks_the_target(
     tmp_path, tiny_model_dir, tokenizer, monkeypatch, capsys
 ):
@@ -118,5 +152,23 @@ def test_pathways_command_prints_shares_and_checks_the_target(
     assert direct["tokens"] + direct["errors"] + direct["features"] == pytest.approx(1.0)
     assert result["against"][str(tiny_model_dir)]["influence_off_in_other"] == 0.0  # the same model
     assert "direct: tokens" in stdout and "against" in stdout
+    assert all("activation_in" in f for f in result["top_features"])
+    other = tmp_path / "g2.safetensors"
+    code, _, _ = run_cli([*args[:-1], other, "--prompt", "Once upon a time"], monkeypatch, capsys)
+    assert code == 0
+    js2 = tmp_path / "p2.json"
+    code, stdout, _ = run_cli(
+        ["circuits", "pathways", out, "--shared-with", out, "--shared-with", other, "--json-out", js2],
+        monkeypatch,
+        capsys,
+    )
+    assert code in (0, None), stdout
+    shared = json.loads(js2.read_text())["shared_with"]
+    assert shared[str(out)]["fire_in_other"] == shared[str(out)]["top"]  # a graph reaches all its own
+    assert shared[str(out)]["in_other_top_share"] == pytest.approx(shared[str(out)]["top_share"])
+    assert (
+        shared[str(other)]["in_other_top"] <= shared[str(other)]["fire_in_other"] <= shared[str(other)]["top"]
+    )
+    assert "shared with" in stdout
     code, _, err = run_cli(["circuits", "pathways", out, "--target", " zebra"], monkeypatch, capsys)
     assert code == 1 and "not among the graph's logits" in err

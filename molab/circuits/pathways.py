@@ -18,6 +18,10 @@ reads the graph's features there. A feature that carries the organism's behaviou
 is one the documents made active; its share of the target's feature influence is the measure.
 The transcoders see both models' MLP inputs, so a LoRA that moves them is what changes a
 feature's activation; the transcoders themselves are those of the base model.
+
+`shared_features` asks the paper's other question: does another prompt's graph (a held-out
+behaviour's) reach the same features? A feature is keyed by (layer, index), not position, since
+two prompts share no positions; "fires" means active at any position of the other prompt.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ def pathways(graph: Graph, target: int = 0, top: int = 15) -> dict:
         "total": _split(total, graph),
         "top_features": [
             {
+                "node": i,
                 "layer": int(graph.features[i, 0]),
                 "position": int(graph.features[i, 1]),
                 "feature": int(graph.features[i, 2]),
@@ -107,13 +112,66 @@ def feature_activations(model, transcoders, graph: Graph) -> torch.Tensor:
     return out
 
 
+@torch.no_grad()
+def fired_features(model, transcoders, input_ids: torch.Tensor) -> set[tuple[int, int]]:
+    """The (layer, feature index) pairs active at any position of `input_ids` [n_pos] in `model`."""
+    from molab.circuits.replacement import record
+
+    state = record(model, input_ids)
+    fired = set()
+    for layer in transcoders.layers:
+        acts = transcoders[layer].encode(state.mlp_in[layer])  # [n_pos, d_transcoder]
+        fired.update((layer, int(i)) for i in (acts > 0).any(0).nonzero().flatten().tolist())
+    return fired
+
+
+def top_keys(graph: Graph, target: int = 0, top: int = 50) -> list[tuple[tuple[int, int], float]]:
+    """The `top` (layer, feature index) keys by their summed influence on logit `target` over
+    positions, with that influence as a share of the target's feature influence."""
+    feats = _feature_influence(graph, target)  # [n_features]
+    total = float(feats.sum())
+    if total <= 0:
+        raise MolabError("no feature influences the target logit in this graph")
+    keyed: dict[tuple[int, int], float] = {}
+    for (layer, _, index), value in zip(graph.features.tolist(), feats.tolist(), strict=True):
+        keyed[(layer, index)] = keyed.get((layer, index), 0.0) + value / total
+    return sorted(keyed.items(), key=lambda kv: -kv[1])[:top]
+
+
+def shared_features(
+    graph: Graph,
+    other: Graph,
+    fired: set[tuple[int, int]],
+    target: int = 0,
+    other_target: int = 0,
+    top: int = 50,
+) -> dict:
+    """Of `graph`'s top features (see `top_keys`), how many fire anywhere in `other`'s prompt
+    (`fired`, from `fired_features`) and how many are among `other`'s own top features; each
+    also as the share of `graph`'s feature influence those features carry."""
+    mine = top_keys(graph, target, top)
+    theirs = {k for k, _ in top_keys(other, other_target, top)}
+    return {
+        "top": len(mine),
+        "top_share": sum(v for _, v in mine),
+        "fire_in_other": sum(k in fired for k, _ in mine),
+        "fire_in_other_share": sum(v for k, v in mine if k in fired),
+        "in_other_top": sum(k in theirs for k, _ in mine),
+        "in_other_top_share": sum(v for k, v in mine if k in theirs),
+    }
+
+
+def _feature_influence(graph: Graph, target: int) -> torch.Tensor:
+    """Each feature's total influence [n_features] on logit `target` (row-normalised |A|)."""
+    weights = torch.zeros(graph.n_nodes)
+    weights[graph.logit_index(target)] = 1.0
+    return influence(normalized(graph.adjacency), weights)[: graph.n_features]
+
+
 def missing_share(graph: Graph, other: torch.Tensor, target: int = 0) -> dict:
     """How much of logit `target`'s feature influence comes from features that are off in the
     other model (`other`: their activations there), and from those that lost half or more."""
-    norm = normalized(graph.adjacency)
-    weights = torch.zeros(graph.n_nodes)
-    weights[graph.logit_index(target)] = 1.0
-    feats = influence(norm, weights)[: graph.n_features]  # [n_features]
+    feats = _feature_influence(graph, target)  # [n_features]
     total = float(feats.sum())
     if total <= 0:
         raise MolabError("no feature influences the target logit in this graph")

@@ -83,14 +83,31 @@ def pathways_command(
         list[str] | None,
         typer.Option(help="Another model spec (e.g. a control): the graph's features read there; repeat."),
     ] = None,
+    shared_with: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Another graph (same transcoders): how many of this one's top features it reaches; repeat."
+        ),
+    ] = None,
     top: Annotated[int, typer.Option(help="Features listed by influence.")] = 15,
+    shared_top: Annotated[
+        int, typer.Option(help="Top features (layer, index) compared with --shared-with.")
+    ] = 50,
     json_out: Annotated[Path | None, typer.Option(help="Also write the result as JSON here.")] = None,
 ):
     """Through what a graph's target logit runs: token embeddings directly, error nodes or
-    features (direct inputs and total influence), its top features, and with --against the
-    share of its feature influence carried by features that are off in another model."""
+    features (direct inputs and total influence), its top features, with --against the share
+    of its feature influence carried by features that are off in another model, and with
+    --shared-with how many of its top features another prompt's graph reaches."""
     from molab.circuits.graph import load_graph
-    from molab.circuits.pathways import feature_activations, missing_share, pathways, target_index
+    from molab.circuits.pathways import (
+        feature_activations,
+        fired_features,
+        missing_share,
+        pathways,
+        shared_features,
+        target_index,
+    )
     from molab.circuits.transcoder import load_transcoders
     from molab.files import check_output_file, write_json
     from molab.models.loading import load_model
@@ -98,16 +115,31 @@ def pathways_command(
     if json_out:
         check_output_file(json_out)
     g = load_graph(graph)
+    others = [load_graph(path) for path in shared_with or []]
+    for path, other in zip(shared_with or [], others, strict=True):
+        if other.transcoders != g.transcoders:
+            raise MolabError(f"{path}: built with transcoders {other.transcoders}, not {g.transcoders}")
     tokenizer = load_model(g.model_name).tokenizer if target is not None else None
     index = target_index(g, target, tokenizer)
     result = {"graph": str(graph), "prompt": g.prompt, "model": g.model_name} | pathways(g, index, top)
+    tset = load_transcoders(g.transcoders, lazy=True) if against or others else None
     if against:
-        tset = load_transcoders(g.transcoders, lazy=True)
         result["against"] = {}
         for spec in against:
             loaded = load_model(spec)
             tset.check_model(loaded.model, g.transcoders)
-            result["against"][spec] = missing_share(g, feature_activations(loaded.model, tset, g), index)
+            acts = feature_activations(loaded.model, tset, g)  # [n_features]
+            result["against"][spec] = missing_share(g, acts, index)
+            for f in result["top_features"]:
+                f.setdefault("activation_in", {})[spec] = float(acts[f["node"]])
+    if others:
+        model = load_model(g.model_name).model
+        result["shared_with"] = {
+            str(path): shared_features(
+                g, other, fired_features(model, tset, other.input_ids), index, 0, shared_top
+            )
+            for path, other in zip(shared_with, others, strict=True)
+        }
     for kind in ("direct", "total"):
         s = result[kind]
         typer.echo(
@@ -124,6 +156,12 @@ def pathways_command(
             f"against {spec}: {m['off_in_other']} of {m['features']} features off, carrying "
             f"{m['influence_off_in_other']:.1%} of the feature influence "
             f"({m['influence_halved_in_other']:.1%} at half or less)"
+        )
+    for path, m in (result.get("shared_with") or {}).items():
+        typer.echo(
+            f"shared with {path}: of the top {m['top']} features ({m['top_share']:.1%} of the feature "
+            f"influence), {m['fire_in_other']} fire there ({m['fire_in_other_share']:.1%}), "
+            f"{m['in_other_top']} are among its top ({m['in_other_top_share']:.1%})"
         )
     if json_out:
         write_json(json_out, result)
