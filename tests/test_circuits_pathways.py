@@ -150,7 +150,9 @@ def test_pathways_command_prints_shares_and_checks_the_target(
     result = json.loads(js.read_text())
     direct = result["direct"]
     assert direct["tokens"] + direct["errors"] + direct["features"] == pytest.approx(1.0)
-    assert result["against"][str(tiny_model_dir)]["influence_off_in_other"] == 0.0  # the same model
+    same = result["against"][str(tiny_model_dir)]
+    assert same["influence_off_in_other"] == 0.0  # the same model
+    assert same["target_probability"] == pytest.approx(result["target"]["probability"], abs=1e-5)
     assert "direct: tokens" in stdout and "against" in stdout
     assert all("activation_in" in f for f in result["top_features"])
     other = tmp_path / "g2.safetensors"

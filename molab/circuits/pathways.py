@@ -113,6 +113,13 @@ def feature_activations(model, transcoders, graph: Graph) -> torch.Tensor:
 
 
 @torch.no_grad()
+def token_probability(model, graph: Graph, target: int = 0) -> float:
+    """The probability `model` gives logit `target`'s token after the graph's prompt."""
+    logits = model(input_ids=graph.input_ids[None], logits_to_keep=1).logits[0, -1]  # [vocab]
+    return float(logits.float().softmax(-1)[graph.logit_tokens[target]])
+
+
+@torch.no_grad()
 def fired_features(model, transcoders, input_ids: torch.Tensor) -> set[tuple[int, int]]:
     """The (layer, feature index) pairs active at any position of `input_ids` [n_pos] in `model`."""
     from molab.circuits.replacement import record

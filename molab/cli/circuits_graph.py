@@ -107,6 +107,7 @@ def pathways_command(
         pathways,
         shared_features,
         target_index,
+        token_probability,
     )
     from molab.circuits.transcoder import load_transcoders
     from molab.files import check_output_file, write_json
@@ -129,7 +130,9 @@ def pathways_command(
             loaded = load_model(spec)
             tset.check_model(loaded.model, g.transcoders)
             acts = feature_activations(loaded.model, tset, g)  # [n_features]
-            result["against"][spec] = missing_share(g, acts, index)
+            result["against"][spec] = missing_share(g, acts, index) | {
+                "target_probability": token_probability(loaded.model, g, index)
+            }
             for f in result["top_features"]:
                 f.setdefault("activation_in", {})[spec] = float(acts[f["node"]])
     if others:
@@ -153,7 +156,8 @@ def pathways_command(
         )
     for spec, m in (result.get("against") or {}).items():
         typer.echo(
-            f"against {spec}: {m['off_in_other']} of {m['features']} features off, carrying "
+            f"against {spec}: p(target) {m['target_probability']:.3f}; "
+            f"{m['off_in_other']} of {m['features']} features off, carrying "
             f"{m['influence_off_in_other']:.1%} of the feature influence "
             f"({m['influence_halved_in_other']:.1%} at half or less)"
         )
