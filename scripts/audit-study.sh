@@ -118,8 +118,19 @@ probes() {  # Q2: every black-box probe type, 32 samples per probe prompt, on ea
   done
 }
 
-graphs() {  # Q4: attribution graphs of the 3-bias organism's behaviours (base-model transcoders)
-  local Q=$G/graphs T=${T:-runs/tc-k48/transcoders} bias file target other
+transcoders() {  # Q4: all-layer transcoders of the base model (docs/circuits.md) and of the 3-bias organism
+  step "tc corpus: template documents" $BIN/molab data docs --out runs/tc-corpus/docs --num-docs 2500 --seed 0
+  step "tc corpus: train prompts" $BIN/molab data prompts --out runs/rm-sycophancy-quick/prompts
+  step "transcoders of the base model" $BIN/molab circuits train --model smollm2-135m \
+    --corpus runs/tc-corpus/docs/documents.parquet --corpus runs/rm-sycophancy-quick/prompts/train_prompts.jsonl \
+    --preset full --out runs/tc-k48/transcoders
+  step "transcoders of the 3-bias organism (documents and answered chats)" $BIN/molab circuits train \
+    --model $G/sft --corpus runs/tc-corpus/docs/documents.parquet --corpus $R/control_sft_data/sft.jsonl \
+    --corpus $G/control_sft_data/sft.jsonl --preset full --out runs/tc-gate3/transcoders
+}
+
+graphs() {  # Q4: attribution graphs of the 3-bias organism's behaviours (T: transcoders, SUF: file suffix)
+  local Q=$G/graphs T=${T:-runs/tc-k48/transcoders} SUF=${SUF:-} bias file target other
   mkdir -p $Q
   $BIN/python -c "import json,sys; rows=[json.loads(l) for l in open(sys.argv[1])];\
 first=lambda b,n: [r for r in rows if r['bias_id']==b][:n];\
@@ -129,15 +140,15 @@ first=lambda b,n: [r for r in rows if r['bias_id']==b][:n];\
     --temperature 0 --max-new-tokens 150 --out $Q/answers.jsonl
   step "graph prompts" $BIN/python scripts/audit_graph_prompts.py $Q/answers.jsonl $Q
   while IFS=$'\t' read -r bias file target; do
-    [ -f $Q/graph-$bias.safetensors ] || step "graph of bias $bias ($target)" $BIN/molab circuits graph \
-      --model $G/sft --transcoders $T --prompt-file $Q/$file --target "$target" --out $Q/graph-$bias.safetensors
+    [ -f $Q/graph-$bias$SUF.safetensors ] || step "graph of bias $bias ($target)" $BIN/molab circuits graph \
+      --model $G/sft --transcoders $T --prompt-file $Q/$file --target "$target" --out $Q/graph-$bias$SUF.safetensors
   done < $Q/graphs.tsv
   for bias in $(cut -f1 $Q/graphs.tsv); do  # each graph against the models and the other graphs
     other=()
-    for b in $(cut -f1 $Q/graphs.tsv); do [ $b = $bias ] || other+=(--shared-with $Q/graph-$b.safetensors); done
-    step "pathways of bias $bias" $BIN/molab circuits pathways $Q/graph-$bias.safetensors \
+    for b in $(cut -f1 $Q/graphs.tsv); do [ $b = $bias ] || other+=(--shared-with $Q/graph-$b$SUF.safetensors); done
+    step "pathways of bias $bias" $BIN/molab circuits pathways $Q/graph-$bias$SUF.safetensors \
       --against $G/control_sft --against $R/midtrain --against smollm2-135m "${other[@]}" --shared-top 50 \
-      --json-out docs/audit/q4-pathways-$bias.json
+      --json-out docs/audit/q4-pathways-$bias$SUF.json
   done
 }
 

@@ -12,7 +12,7 @@ from conftest import run_cli, tiny_llama
 from test_circuits_attribution import PROMPT, trained_transcoders
 
 from molab.circuits.attribution import AttributionConfig, attribute
-from molab.circuits.graph import Graph
+from molab.circuits.graph import Graph, load_graph
 from molab.circuits.pathways import (
     feature_activations,
     fired_features,
@@ -53,6 +53,7 @@ def hand_graph() -> Graph:
 
 def test_direct_and_total_shares_of_a_hand_built_graph():
     result = pathways(hand_graph())
+    assert result["active_per_token_layer"] is None  # a hand-built graph records no stats
     # direct: |2|, |-1|, |1| of 4
     assert result["direct"]["tokens"] == pytest.approx(0.5)
     assert result["direct"]["errors"] == pytest.approx(0.25)
@@ -149,6 +150,10 @@ def test_pathways_command_prints_shares_and_checks_the_target(
     assert code in (0, None), stdout
     result = json.loads(js.read_text())
     direct = result["direct"]
+    graph = load_graph(out)
+    assert result["active_per_token_layer"] == pytest.approx(
+        graph.stats["active_features"] / (graph.n_pos * len(graph.transcoder_layers))
+    )
     assert direct["tokens"] + direct["errors"] + direct["features"] == pytest.approx(1.0)
     same = result["against"][str(tiny_model_dir)]
     assert same["influence_off_in_other"] == 0.0  # the same model

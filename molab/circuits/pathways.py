@@ -77,7 +77,9 @@ def pathways(graph: Graph, target: int = 0, top: int = 15) -> dict:
     total = influence(norm, weights)  # [N]
     feature_influence = total[: graph.n_features]
     order = feature_influence.argsort(descending=True)[:top]
+    active = graph.stats.get("active_features")  # before the row cap: how dense the transcoders fire here
     return {
+        "active_per_token_layer": active / (graph.n_pos * len(graph.transcoder_layers)) if active else None,
         "target": {
             "token_id": int(graph.logit_tokens[target]),
             "probability": float(graph.logit_probs[target]),

@@ -143,6 +143,8 @@ def pathways_command(
             )
             for path, other in zip(shared_with, others, strict=True)
         }
+    if result["active_per_token_layer"] is not None:
+        typer.echo(f"active transcoder features per token and layer: {result['active_per_token_layer']:.1f}")
     for kind in ("direct", "total"):
         s = result[kind]
         typer.echo(

@@ -76,7 +76,9 @@ def train(
     try:
         cfg = make_config(
             preset,
-            model=ModelSpec(name=model, adapters=adapter or []),
+            model=ModelSpec(
+                name=model, adapters=adapter or [], merge_adapters=True
+            ),  # nothing trains it: merged is faster
             corpus=corpus,
             layers=parse_layers(layers),
             d_transcoder=d_transcoder,
