@@ -21,6 +21,7 @@ from molab.circuits.pathways import (
     shared_features,
     top_keys,
 )
+from molab.circuits.prune import graph_scores
 from molab.circuits.transcoder import save_set
 from molab.errors import MolabError
 
@@ -151,6 +152,8 @@ def test_pathways_command_prints_shares_and_checks_the_target(
     result = json.loads(js.read_text())
     direct = result["direct"]
     graph = load_graph(out)
+    assert result["scores"] == pytest.approx(graph_scores(graph))
+    assert 0.0 < result["scores"]["completeness"] <= 1.0
     assert result["active_per_token_layer"] == pytest.approx(
         graph.stats["active_features"] / (graph.n_pos * len(graph.transcoder_layers))
     )

@@ -109,6 +109,7 @@ def pathways_command(
         target_index,
         token_probability,
     )
+    from molab.circuits.prune import graph_scores
     from molab.circuits.transcoder import load_transcoders
     from molab.files import check_output_file, write_json
     from molab.models.loading import load_model
@@ -123,6 +124,7 @@ def pathways_command(
     tokenizer = load_model(g.model_name).tokenizer if target is not None else None
     index = target_index(g, target, tokenizer)
     result = {"graph": str(graph), "prompt": g.prompt, "model": g.model_name} | pathways(g, index, top)
+    result["scores"] = graph_scores(g)  # replacement and completeness of the unpruned graph
     tset = load_transcoders(g.transcoders, lazy=True) if against or others else None
     if against:
         result["against"] = {}
@@ -143,6 +145,10 @@ def pathways_command(
             )
             for path, other in zip(shared_with, others, strict=True)
         }
+    typer.echo(
+        f"graph scores: replacement {result['scores']['replacement']:.3f}, "
+        f"completeness {result['scores']['completeness']:.3f}"
+    )
     if result["active_per_token_layer"] is not None:
         typer.echo(f"active transcoder features per token and layer: {result['active_per_token_layer']:.1f}")
     for kind in ("direct", "total"):
