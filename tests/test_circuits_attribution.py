@@ -259,6 +259,20 @@ def test_graph_command_writes_a_graph_and_checks_its_inputs(
     assert code == 0, stdout
     graph = load_graph(out)
     assert graph.n_features == 7 and graph.transcoders == str(tc) and "7 features" in stdout
+    small = tmp_path / "small.safetensors"
+    code, stdout, _ = run_cli(
+        [*args[:-1], small, "--prompt", PROMPT, "--max-memory-gb", "0.00003"], monkeypatch, capsys
+    )
+    assert code == 0, stdout
+    capped = load_graph(small)
+    assert 0 < capped.n_features == capped.stats["row_cap"] < capped.stats["active_features"]
+    assert f"capped at {capped.n_features}" in stdout
+    code, _, err = run_cli(
+        [*args[:-1], tmp_path / "g3.safetensors", "--prompt", PROMPT, "--max-memory-gb", "1e-9"],
+        monkeypatch,
+        capsys,
+    )
+    assert code != 0 and "before any feature row" in err
     (tmp_path / "long.txt").write_text("word " * 1100)
     code, _, err = run_cli(
         [*args[:-1], tmp_path / "g2.safetensors", "--prompt-file", tmp_path / "long.txt"], monkeypatch, capsys

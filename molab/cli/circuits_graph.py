@@ -35,6 +35,9 @@ def graph(
     ] = None,
     max_feature_nodes: Annotated[int, typer.Option(help="At most this many feature rows.")] = 7500,
     batch_size: Annotated[int | None, typer.Option(help="Rows per batched backward pass.")] = None,
+    max_memory_gb: Annotated[
+        float, typer.Option(help="Rows and adjacency must fit this: long prompts get fewer feature rows.")
+    ] = 8.0,
 ):
     """Compute the attribution graph of a prompt on the local replacement model and save it."""
     from pydantic import ValidationError
@@ -49,7 +52,11 @@ def graph(
         raise MolabError("give exactly one of --prompt TEXT or --prompt-file FILE")
     text = prompt if prompt is not None else read_text_file(prompt_file, "prompt")
     check_output_file(out)
-    settings = {"max_feature_nodes": max_feature_nodes, "targets": target or None}
+    settings = {
+        "max_feature_nodes": max_feature_nodes,
+        "targets": target or None,
+        "max_memory_gb": max_memory_gb,
+    }
     if batch_size is not None:
         settings["batch_size"] = batch_size
     try:
@@ -71,6 +78,8 @@ def graph(
         f"{result.n_errors} errors, {result.n_pos} tokens, {result.n_logits} logits) "
         f"in {stats['total_s']:.1f} s"
     )
+    if stats["row_cap"] < min(max_feature_nodes, stats["active_features"]):
+        typer.echo(f"feature rows capped at {stats['row_cap']} by --max-memory-gb {max_memory_gb:g}")
 
 
 @circuits_app.command("pathways")
