@@ -150,6 +150,10 @@ first=lambda b,n: [r for r in rows if r['bias_id']==b][:n];\
       --against $G/control_sft --against $R/midtrain --against smollm2-135m "${other[@]}" --shared-top 50 \
       --json-out docs/audit/q4-pathways-$bias$SUF.json
   done
+  step "graph export (pruned hard, to keep the page light)" $BIN/molab circuits export \
+    $Q/graph-41$SUF.safetensors --out $Q/export$SUF --node-threshold 0.5 --edge-threshold 0.9 --scan $T
+  step "viewer page of bias 41" $BIN/molab circuits view $Q/export$SUF/graph-41$SUF.json \
+    --out docs/audit/q4-graph-41$SUF.html --max-links 2000 --links-per-node 5
 }
 
 vector() {  # Q4: the 3-bias SFT adapter against a steering vector trained on the same set
