@@ -65,16 +65,22 @@ def _split(values: torch.Tensor, graph: Graph) -> dict:
     }
 
 
-def pathways(graph: Graph, target: int = 0, top: int = 15) -> dict:
-    """Direct-input and total-influence shares of logit `target` (see the module docstring),
-    and the `top` features by their influence on it."""
+def target_influence(graph: Graph, target: int = 0) -> torch.Tensor:
+    """Every node's total influence [N] on logit `target` (row-normalised |A|, all path lengths).
+    The measures below take it as `total` so that a caller computes it once per graph."""
     if not 0 <= target < graph.n_logits:
         raise MolabError(f"target {target} is out of range: the graph has {graph.n_logits} logits")
-    norm = normalized(graph.adjacency)  # [N, N]
-    node = graph.logit_index(target)
     weights = torch.zeros(graph.n_nodes)
-    weights[node] = 1.0
-    total = influence(norm, weights)  # [N]
+    weights[graph.logit_index(target)] = 1.0
+    return influence(normalized(graph.adjacency), weights)
+
+
+def pathways(graph: Graph, target: int = 0, top: int = 15, total: torch.Tensor | None = None) -> dict:
+    """Direct-input and total-influence shares of logit `target` (see the module docstring),
+    and the `top` features by their influence on it."""
+    total = target_influence(graph, target) if total is None else total  # [N]
+    row = graph.adjacency[graph.logit_index(target)].abs().float()  # the target's direct inputs [N]
+    direct = row / row.sum().clamp(min=1e-10)
     feature_influence = total[: graph.n_features]
     order = feature_influence.argsort(descending=True)[:top]
     active = graph.stats.get("active_features")  # before the row cap: how dense the transcoders fire here
@@ -84,7 +90,7 @@ def pathways(graph: Graph, target: int = 0, top: int = 15) -> dict:
             "token_id": int(graph.logit_tokens[target]),
             "probability": float(graph.logit_probs[target]),
         },
-        "direct": _split(norm[node], graph),
+        "direct": _split(direct, graph),
         "total": _split(total, graph),
         "top_features": [
             {
@@ -134,10 +140,12 @@ def fired_features(model, transcoders, input_ids: torch.Tensor) -> set[tuple[int
     return fired
 
 
-def top_keys(graph: Graph, target: int = 0, top: int = 50) -> list[tuple[tuple[int, int], float]]:
+def top_keys(
+    graph: Graph, target: int = 0, top: int = 50, total: torch.Tensor | None = None
+) -> list[tuple[tuple[int, int], float]]:
     """The `top` (layer, feature index) keys by their summed influence on logit `target` over
     positions, with that influence as a share of the target's feature influence."""
-    feats = _feature_influence(graph, target)  # [n_features]
+    feats = _feature_influence(graph, target, total)  # [n_features]
     total = float(feats.sum())
     if total <= 0:
         raise MolabError("no feature influences the target logit in this graph")
@@ -154,11 +162,12 @@ def shared_features(
     target: int = 0,
     other_target: int = 0,
     top: int = 50,
+    total: torch.Tensor | None = None,
 ) -> dict:
     """Of `graph`'s top features (see `top_keys`), how many fire anywhere in `other`'s prompt
     (`fired`, from `fired_features`) and how many are among `other`'s own top features; each
     also as the share of `graph`'s feature influence those features carry."""
-    mine = top_keys(graph, target, top)
+    mine = top_keys(graph, target, top, total)
     theirs = {k for k, _ in top_keys(other, other_target, top)}
     return {
         "top": len(mine),
@@ -170,25 +179,25 @@ def shared_features(
     }
 
 
-def _feature_influence(graph: Graph, target: int) -> torch.Tensor:
-    """Each feature's total influence [n_features] on logit `target` (row-normalised |A|)."""
-    weights = torch.zeros(graph.n_nodes)
-    weights[graph.logit_index(target)] = 1.0
-    return influence(normalized(graph.adjacency), weights)[: graph.n_features]
+def _feature_influence(graph: Graph, target: int, total: torch.Tensor | None) -> torch.Tensor:
+    """Each feature's total influence [n_features] on logit `target`."""
+    return (target_influence(graph, target) if total is None else total)[: graph.n_features]
 
 
-def missing_share(graph: Graph, other: torch.Tensor, target: int = 0) -> dict:
+def missing_share(
+    graph: Graph, other: torch.Tensor, target: int = 0, total: torch.Tensor | None = None
+) -> dict:
     """How much of logit `target`'s feature influence comes from features that are off in the
     other model (`other`: their activations there), and from those that lost half or more."""
-    feats = _feature_influence(graph, target)  # [n_features]
-    total = float(feats.sum())
-    if total <= 0:
+    feats = _feature_influence(graph, target, total)  # [n_features]
+    all_features = float(feats.sum())
+    if all_features <= 0:
         raise MolabError("no feature influences the target logit in this graph")
     off = other <= 0
     halved = other < graph.activations.float() / 2
     return {
         "features": graph.n_features,
         "off_in_other": int(off.sum()),
-        "influence_off_in_other": float(feats[off].sum()) / total,
-        "influence_halved_in_other": float(feats[halved].sum()) / total,
+        "influence_off_in_other": float(feats[off].sum()) / all_features,
+        "influence_halved_in_other": float(feats[halved].sum()) / all_features,
     }

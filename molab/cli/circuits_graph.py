@@ -116,6 +116,7 @@ def pathways_command(
         pathways,
         shared_features,
         target_index,
+        target_influence,
         token_probability,
     )
     from molab.circuits.prune import graph_scores
@@ -130,9 +131,10 @@ def pathways_command(
     for path, other in zip(shared_with or [], others, strict=True):
         if other.transcoders != g.transcoders:
             raise MolabError(f"{path}: built with transcoders {other.transcoders}, not {g.transcoders}")
-    tokenizer = load_model(g.model_name).tokenizer if target is not None else None
-    index = target_index(g, target, tokenizer)
-    result = {"graph": str(graph), "prompt": g.prompt, "model": g.model_name} | pathways(g, index, top)
+    own = load_model(g.model_name) if target is not None or others else None  # the graph's own model
+    index = target_index(g, target, own.tokenizer if own else None)
+    total = target_influence(g, index)  # [N], shared by every measure below
+    result = {"graph": str(graph), "prompt": g.prompt, "model": g.model_name} | pathways(g, index, top, total)
     result["scores"] = graph_scores(g)  # replacement and completeness of the unpruned graph
     tset = load_transcoders(g.transcoders, lazy=True) if against or others else None
     if against:
@@ -141,16 +143,15 @@ def pathways_command(
             loaded = load_model(spec)
             tset.check_model(loaded.model, g.transcoders)
             acts = feature_activations(loaded.model, tset, g)  # [n_features]
-            result["against"][spec] = missing_share(g, acts, index) | {
+            result["against"][spec] = missing_share(g, acts, index, total) | {
                 "target_probability": token_probability(loaded.model, g, index)
             }
             for f in result["top_features"]:
                 f.setdefault("activation_in", {})[spec] = float(acts[f["node"]])
     if others:
-        model = load_model(g.model_name).model
         result["shared_with"] = {
             str(path): shared_features(
-                g, other, fired_features(model, tset, other.input_ids), index, 0, shared_top
+                g, other, fired_features(own.model, tset, other.input_ids), index, 0, shared_top, total
             )
             for path, other in zip(shared_with, others, strict=True)
         }

@@ -76,9 +76,8 @@ def train(
     try:
         cfg = make_config(
             preset,
-            model=ModelSpec(
-                name=model, adapters=adapter or [], merge_adapters=True
-            ),  # nothing trains it: merged is faster
+            # nothing trains the model here: its adapters merged give the same activations, faster
+            model=ModelSpec(name=model, adapters=adapter or [], merge_adapters=True),
             corpus=corpus,
             layers=parse_layers(layers),
             d_transcoder=d_transcoder,
