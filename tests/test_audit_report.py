@@ -3,6 +3,7 @@ the page built from a run holding every audit tool's output, and the page in hea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -284,6 +285,8 @@ def test_page_renders_in_headless_chromium(audited, tmp_path):
         rows = page.locator("#evidence-table .evidence-row").count()
         closed = page.locator("#examples-features-layer3-7").get_attribute("open")
         page.click("#feature-features-layer3-7 a")  # a feature's link opens its examples
+        with contextlib.suppress(playwright.TimeoutError):  # on hashchange, which fires after the click
+            page.wait_for_selector("#examples-features-layer3-7[open]", state="attached", timeout=5000)
         opened = page.locator("#examples-features-layer3-7").get_attribute("open")
         ARTIFACTS.mkdir(exist_ok=True)
         for shot in (tmp_path / "audit-report.png", ARTIFACTS / "audit-report.png"):
